@@ -1,0 +1,213 @@
+"""The supervised contrastive loss of Gunel et al. (ICLR 2021), in `keras.ops`."""
+
+import numbers
+
+import keras
+from keras import ops
+
+REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
+
+# Floor on the squared norm before dividing by it: a zero embedding stays zero
+# (with a finite gradient) instead of becoming 0/0.
+_SQUARED_NORM_FLOOR = 1e-24
+
+
+def _check_temperature(temperature):
+    # A variable (a schedule moves it) is checked where it is set, not here.
+    if isinstance(temperature, numbers.Number) and not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
+
+
+def _concrete_values(x):
+    """`x` as NumPy where it has values now (eager), `None` inside a trace."""
+    try:
+        return ops.convert_to_numpy(x)
+    except Exception:
+        return None
+
+
+def _class_ids(y_true, batch_size):
+    """Labels of any accepted layout as a `(batch,)` tensor of class ids."""
+    rank = len(y_true.shape)
+    if rank not in (1, 2):
+        raise ValueError(
+            "`y_true` must have shape (batch,), (batch, 1) or (batch, num_classes). "
+            f"Received: y_true.shape={tuple(y_true.shape)}"
+        )
+    if y_true.shape[0] is not None and batch_size is not None and y_true.shape[0] != batch_size:
+        raise ValueError(
+            "`y_true` and `y_pred` must have the same batch size. "
+            f"Received: y_true.shape={tuple(y_true.shape)}, batch size of y_pred={batch_size}"
+        )
+    if rank == 1 or y_true.shape[-1] == 1:
+        return ops.reshape(y_true, (-1,))
+    values = _concrete_values(y_true)
+    if values is not None:
+        is_binary = ((values == 0) | (values == 1)).all()
+        if not (is_binary and (values.sum(axis=-1) == 1).all()):
+            raise ValueError(
+                "Rank-2 `y_true` with more than one column must be one-hot. "
+                f"Received: y_true={values!r}"
+            )
+    return ops.argmax(y_true, axis=-1)
+
+
+def _per_anchor_terms(y_true, y_pred, temperature):
+    """The loss of each anchor, and whether it had a positive.
+
+    Returns:
+        `(loss, has_positive)`: float32 `(batch,)` and bool `(batch,)`.
+    """
+    _check_temperature(temperature)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_pred.shape) != 2:
+        raise ValueError(
+            "`y_pred` must be embeddings of shape (batch, dim). "
+            f"Received: y_pred.shape={tuple(y_pred.shape)}"
+        )
+    labels = _class_ids(y_true, y_pred.shape[0])
+
+    # Similarities in float32 whatever the compute dtype: exp(1/τ) for τ = 0.05
+    # is e^20, far past what float16 holds, and bf16 loses the small differences.
+    embeddings = ops.cast(y_pred, "float32")
+    squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
+    normalized = embeddings * ops.rsqrt(ops.maximum(squared_norm, _SQUARED_NORM_FLOOR))
+    logits = ops.matmul(normalized, ops.transpose(normalized)) / ops.cast(temperature, "float32")
+
+    batch_size = ops.shape(logits)[0]
+    is_self = ops.eye(batch_size, dtype="bool")
+    is_positive = ops.logical_and(
+        ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)),
+        ops.logical_not(is_self),
+    )
+    # The anchor leaves its own denominator. A batch of one has no other
+    # example at all: its row would be all -inf and its gradient NaN, so it is
+    # filled with zeros instead (it has no positive, so its loss is 0 anyway).
+    fill = ops.where(batch_size > 1, float("-inf"), 0.0)
+    log_denominator = ops.logsumexp(ops.where(is_self, fill, logits), axis=1, keepdims=True)
+    log_probability = logits - log_denominator
+
+    positive_count = ops.sum(ops.cast(is_positive, "float32"), axis=1)
+    positive_loss = ops.sum(ops.where(is_positive, -log_probability, 0.0), axis=1)
+    loss = positive_loss / ops.maximum(positive_count, 1.0)
+    return loss, positive_count > 0
+
+
+def supervised_contrastive_loss(y_true, y_pred, temperature=0.3):
+    """Per-anchor supervised contrastive loss (Gunel et al., 2021).
+
+    For anchor `i` with positives `P(i)` (the other examples with its label)
+    and L2-normalised embeddings `z`:
+
+    ```
+    loss_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / τ) / sum_{k != i} exp(z_i.z_k / τ) )
+    ```
+
+    An anchor with no positive in the batch gets 0. The sum in the
+    denominator is a masked log-sum-exp computed in float32.
+
+    Args:
+        y_true: Labels: integer class ids of shape `(batch,)` or `(batch, 1)`,
+            or one-hot of shape `(batch, num_classes)`.
+        y_pred: Embeddings of shape `(batch, dim)`; they need not be normalised.
+        temperature: τ > 0. Defaults to `0.3`.
+
+    Returns:
+        float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> loss = supervised_contrastive_loss(np.array([0, 0, 1]), embeddings)
+    >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(loss)]
+    [0.0358, 0.0513, 0.0]
+
+    Reference: Gunel, Du, Conneau, Stoyanov. Supervised Contrastive Learning
+    for Pre-trained Language Model Fine-tuning. ICLR 2021 (arXiv:2011.01403).
+    """
+    loss, _ = _per_anchor_terms(y_true, y_pred, temperature)
+    return loss
+
+
+@keras.saving.register_keras_serializable(package="keras_scl")
+class SupervisedContrastiveLoss(keras.losses.Loss):
+    """Supervised contrastive loss over a batch of embeddings.
+
+    Takes labels and embeddings (not logits) and computes
+    `supervised_contrastive_loss` per anchor, then reduces it. Anchors whose
+    label occurs once in the batch have no positive: they add 0 and do not
+    count in the mean.
+
+    Reductions (`w` is `sample_weight`, 1 by default; `P` the anchors with a
+    positive):
+
+    - `"sum_over_batch_size"` (default) or `"mean"`: `sum_{i in P} w_i loss_i / |P|`.
+    - `"sum"`: `sum_i w_i loss_i`, the paper's literal sum over anchors.
+    - `"mean_with_sample_weight"`: `sum_{i in P} w_i loss_i / sum_{i in P} w_i`.
+    - `"none"` or `None`: the weighted per-anchor losses, shape `(batch,)`.
+
+    A batch with no positive at all gives 0.
+
+    Args:
+        temperature: τ > 0 that divides the cosine similarities. Defaults to
+            `0.3`, the setting reproductions of the paper use for few-shot.
+        reduction: One of the reductions above. Defaults to
+            `"sum_over_batch_size"`.
+        name: Name of the loss. Defaults to `"supervised_contrastive_loss"`.
+        dtype: Accepted for API compatibility; the loss always computes and
+            returns float32, also under a mixed-precision policy.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = SupervisedContrastiveLoss(temperature=0.3)
+    >>> embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> round(float(loss(np.array([0, 0, 1]), embeddings)), 4)
+    0.0435
+
+    Reference: Gunel, Du, Conneau, Stoyanov. Supervised Contrastive Learning
+    for Pre-trained Language Model Fine-tuning. ICLR 2021 (arXiv:2011.01403).
+    """
+
+    def __init__(
+        self,
+        temperature=0.3,
+        reduction="sum_over_batch_size",
+        name="supervised_contrastive_loss",
+        dtype=None,
+    ):
+        _check_temperature(temperature)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {REDUCTIONS}. Received: reduction={reduction!r}")
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        return supervised_contrastive_loss(y_true, y_pred, temperature=self.temperature)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Keras' own reduction divides by the batch size; ours divides by the
+        # anchors that have a positive, so the reduction is done here.
+        with keras.name_scope(self.name):
+            loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature)
+            weights = ops.ones_like(loss)
+            if sample_weight is not None:
+                weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) * weights
+            if self.reduction in ("none", None):
+                return loss * weights
+            weights = ops.where(has_positive, weights, 0.0)
+            total = ops.sum(loss * weights)
+            if self.reduction == "sum":
+                return total
+            if self.reduction == "mean_with_sample_weight":
+                count = ops.sum(weights)
+            else:
+                count = ops.sum(ops.cast(has_positive, "float32"))
+            return total / ops.where(count > 0, count, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config["temperature"] = self.temperature
+        return config

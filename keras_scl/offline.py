@@ -1,0 +1,100 @@
+"""Tiny text classifiers that build offline, for examples, tests and smoke runs.
+
+Nothing here downloads: the tokenizer's vocabulary is the 256 byte symbols of
+byte-level BPE (every string tokenises, one token per byte) and the weights
+are random. These models learn a toy task in seconds; they are not a stand-in
+for a pretrained encoder.
+"""
+
+import keras_hub
+
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+# A few English merges on top of the bytes ("Ġ" is the byte-level space);
+# byte-level BPE needs at least one.
+MERGES = ("Ġ t", "h e", "Ġt he", "Ġ a", "i n", "e r", "o n", "r e", "Ġ s", "e n")
+
+
+def byte_level_vocabulary():
+    """A byte-level BPE vocabulary: special tokens, one symbol per byte
+    (mapped to printable characters as GPT-2 and RoBERTa do), then the
+    products of `MERGES`.
+
+    Returns:
+        dict from token to id.
+
+    Example:
+
+    >>> vocabulary = byte_level_vocabulary()
+    >>> len(vocabulary), vocabulary["<s>"], vocabulary["a"]
+    (271, 0, 102)
+    """
+    # Printable Latin-1 bytes stand for themselves; the rest (whitespace and
+    # control bytes) are shifted past 255 so every symbol is visible.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols = {byte: chr(byte) for byte in printable}
+    shifted = [byte for byte in range(256) if byte not in symbols]
+    symbols.update({byte: chr(256 + i) for i, byte in enumerate(shifted)})
+    merged = [merge.replace(" ", "") for merge in MERGES]
+    tokens = [*SPECIAL_TOKENS, *(symbols[byte] for byte in range(256)), *merged]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def tiny_roberta_classifier(
+    num_classes,
+    sequence_length=64,
+    hidden_dim=32,
+    num_layers=2,
+    num_heads=2,
+    dropout=0.0,
+    preprocessor=True,
+    dtype=None,
+):
+    """A small, randomly initialised `keras_hub.models.RobertaTextClassifier`.
+
+    Args:
+        num_classes: Number of classes.
+        sequence_length: Tokens per example (one per byte, plus `<s>` and
+            `</s>`). Defaults to `64`.
+        hidden_dim: Width of the encoder. Defaults to `32`.
+        num_layers: Transformer layers. Defaults to `2`.
+        num_heads: Attention heads. Defaults to `2`.
+        dropout: Dropout of the backbone and the head. Defaults to `0.0`.
+        preprocessor: Whether to attach a byte-level preprocessor, so that the
+            classifier takes raw strings. Defaults to `True`.
+        dtype: Dtype policy of the model, e.g. `"mixed_bfloat16"`. Defaults to
+            the global policy.
+
+    Returns:
+        A `keras_hub.models.RobertaTextClassifier`.
+
+    Example:
+
+    >>> classifier = tiny_roberta_classifier(num_classes=2)
+    >>> classifier.predict(["a fine film"], verbose=0).shape
+    (1, 2)
+    """
+    text_preprocessor = None
+    if preprocessor:
+        tokenizer = keras_hub.models.RobertaTokenizer(vocabulary=byte_level_vocabulary(), merges=list(MERGES))
+        text_preprocessor = keras_hub.models.RobertaTextClassifierPreprocessor(
+            tokenizer=tokenizer, sequence_length=sequence_length
+        )
+    backbone = keras_hub.models.RobertaBackbone(
+        vocabulary_size=len(SPECIAL_TOKENS) + 256 + len(MERGES),
+        num_layers=num_layers,
+        num_heads=num_heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim,
+        dropout=dropout,
+        max_sequence_length=sequence_length,
+        dtype=dtype,
+    )
+    return keras_hub.models.RobertaTextClassifier(
+        backbone=backbone,
+        preprocessor=text_preprocessor,
+        num_classes=num_classes,
+        dropout=dropout,
+    )
+
+
+__all__ = ["byte_level_vocabulary", "tiny_roberta_classifier"]
