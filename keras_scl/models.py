@@ -4,8 +4,11 @@ import numbers
 
 import keras
 import keras_hub
+import numpy as np
 from keras import ops
 
+from keras_scl.batching import ShuffledBatches
+from keras_scl.batching import num_examples
 from keras_scl.losses import SupervisedContrastiveLoss
 
 EMBEDDINGS = ("cls", "pooled")
@@ -98,6 +101,32 @@ def _cross_entropy(classifier):
         keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, name="ce_loss"),
         keras.losses.CategoricalCrossentropy(from_logits=from_logits, name="ce_loss"),
     )
+
+
+def _is_in_memory(x):
+    """Lists, arrays and tensors, or dicts and tuples of them (sentence pairs)."""
+    if isinstance(x, dict):
+        return all(_is_in_memory(value) for value in x.values())
+    if isinstance(x, tuple):
+        return all(_is_in_memory(value) for value in x)
+    return isinstance(x, (list, np.ndarray)) or ops.is_tensor(x)
+
+
+def _slice(x, start, stop):
+    if isinstance(x, dict):
+        return {key: _slice(value, start, stop) for key, value in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_slice(value, start, stop) for value in x)
+    return x[start:stop]
+
+
+def _preprocess_once(preprocessor, x, chunk_size=1024):
+    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out."""
+    chunks = [
+        keras.tree.map_structure(ops.convert_to_numpy, preprocessor(_slice(x, start, start + chunk_size)))
+        for start in range(0, num_examples(x), chunk_size)
+    ]
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
@@ -230,6 +259,41 @@ class SCLClassifier(keras_hub.models.Task):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
+
+    def fit(
+        self, x=None, y=None, batch_size=None, validation_data=None, shuffle=True, sample_weight=None, **kwargs
+    ):
+        """Trains the model, as `keras.Model.fit`.
+
+        In-memory inputs (lists of strings, tuples of them for sentence
+        pairs, arrays, dicts of token ids) are preprocessed once, not every
+        epoch, and batched by `keras_scl.batching.ShuffledBatches`: a new
+        order every epoch on every backend, since the batch decides which
+        examples SCL contrasts. (A KerasHub task batches in-memory inputs in
+        one fixed order.) Datasets go through KerasHub's pipeline unchanged:
+        shuffle them yourself.
+        """
+        if not _is_in_memory(x):
+            return super().fit(
+                x, y, batch_size=batch_size, validation_data=validation_data, shuffle=shuffle,
+                sample_weight=sample_weight, **kwargs,
+            )
+        if self.preprocessor is not None:
+            x = _preprocess_once(self.preprocessor, x)
+            if isinstance(validation_data, (list, tuple)) and _is_in_memory(validation_data[0]):
+                validation_data = (_preprocess_once(self.preprocessor, validation_data[0]), *validation_data[1:])
+        validation_split = kwargs.pop("validation_split", None)
+        if validation_split:  # the last examples, as Keras splits arrays
+            start = num_examples(x) - int(num_examples(x) * validation_split)
+            validation_data = tuple(
+                _slice(data, start, None) for data in (x, y, sample_weight) if data is not None
+            )
+            x, y, sample_weight = (None if data is None else _slice(data, 0, start) for data in (x, y, sample_weight))
+        batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
+        kwargs.setdefault("validation_batch_size", batch_size)
+        # Straight to `keras.Model.fit`: nothing is left for KerasHub's
+        # pipeline to preprocess.
+        return keras.Model.fit(self, batches, validation_data=validation_data, **kwargs)
 
     def predict(self, x=None, batch_size=None, **kwargs):
         """Logits for `x` (raw strings when the classifier has a preprocessor)."""

@@ -1,10 +1,12 @@
 """Tiny text classifiers that build offline, for examples, tests and smoke runs.
 
-Nothing here downloads: the tokenizer's vocabulary is the 256 byte symbols of
-byte-level BPE (every string tokenises, one token per byte) and the weights
-are random. These models learn a toy task in seconds; they are not a stand-in
-for a pretrained encoder.
+Nothing here downloads: the tokenizer is byte-level BPE (every string
+tokenises), either the 256 byte symbols with a few merges or trained on the
+fly on the texts you give, and the weights are random. These models learn a
+toy task in seconds; they are not a stand-in for a pretrained encoder.
 """
+
+import json
 
 import keras_hub
 
@@ -39,8 +41,41 @@ def byte_level_vocabulary():
     return {token: index for index, token in enumerate(tokens)}
 
 
+def roberta_tokenizer(texts=None, vocabulary_size=1000):
+    """A byte-level BPE `keras_hub.models.RobertaTokenizer` made offline.
+
+    Args:
+        texts: Texts to train the merges on, with the Hugging Face `tokenizers`
+            library (a dependency of KerasHub). Without texts, the tokenizer
+            has the byte symbols and the few merges of `MERGES`.
+        vocabulary_size: Largest vocabulary to train, special tokens and the
+            256 byte symbols included. Defaults to `1000`.
+
+    Example:
+
+    >>> tokenizer = roberta_tokenizer(["a great film", "a dull film"] * 10)
+    >>> tokenizer.id_to_token(int(tokenizer("a great film")[1]))
+    'Ġgreat'
+    """
+    if texts is None:
+        return keras_hub.models.RobertaTokenizer(vocabulary=byte_level_vocabulary(), merges=list(MERGES))
+    from tokenizers import ByteLevelBPETokenizer
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        list(texts), vocab_size=vocabulary_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+    )
+    merges = json.loads(trainer.to_str())["model"]["merges"]
+    # Older `tokenizers` write a merge as "a b", newer ones as ["a", "b"].
+    merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
+    return keras_hub.models.RobertaTokenizer(vocabulary=trainer.get_vocab(), merges=merges)
+
+
 def tiny_roberta_classifier(
     num_classes,
+    texts=None,
+    vocabulary_size=1000,
     sequence_length=64,
     hidden_dim=32,
     num_layers=2,
@@ -53,8 +88,12 @@ def tiny_roberta_classifier(
 
     Args:
         num_classes: Number of classes.
-        sequence_length: Tokens per example (one per byte, plus `<s>` and
-            `</s>`). Defaults to `64`.
+        texts: Texts to train the tokenizer on (see `roberta_tokenizer`).
+            Defaults to `None`: byte symbols and a few merges.
+        vocabulary_size: Largest vocabulary to train on `texts`. Defaults to
+            `1000`.
+        sequence_length: Tokens per example, `<s>` and `</s>` included.
+            Defaults to `64`.
         hidden_dim: Width of the encoder. Defaults to `32`.
         num_layers: Transformer layers. Defaults to `2`.
         num_heads: Attention heads. Defaults to `2`.
@@ -73,14 +112,14 @@ def tiny_roberta_classifier(
     >>> classifier.predict(["a fine film"], verbose=0).shape
     (1, 2)
     """
+    tokenizer = roberta_tokenizer(texts, vocabulary_size)
     text_preprocessor = None
     if preprocessor:
-        tokenizer = keras_hub.models.RobertaTokenizer(vocabulary=byte_level_vocabulary(), merges=list(MERGES))
         text_preprocessor = keras_hub.models.RobertaTextClassifierPreprocessor(
             tokenizer=tokenizer, sequence_length=sequence_length
         )
     backbone = keras_hub.models.RobertaBackbone(
-        vocabulary_size=len(SPECIAL_TOKENS) + 256 + len(MERGES),
+        vocabulary_size=tokenizer.vocabulary_size(),
         num_layers=num_layers,
         num_heads=num_heads,
         hidden_dim=hidden_dim,
@@ -97,4 +136,4 @@ def tiny_roberta_classifier(
     )
 
 
-__all__ = ["byte_level_vocabulary", "tiny_roberta_classifier"]
+__all__ = ["byte_level_vocabulary", "roberta_tokenizer", "tiny_roberta_classifier"]

@@ -145,7 +145,7 @@ def test_training_the_wrapper_trains_the_classifier():
     model = compiled(SCLClassifier(classifier))
     assert {id(v) for v in model.trainable_weights} == {id(v) for v in classifier.trainable_weights}
     before = [ops.convert_to_numpy(v).copy() for v in classifier.trainable_weights]
-    model.fit(TEXTS, LABELS, batch_size=8, epochs=1, verbose=0)
+    model.train_on_batch(TEXTS, LABELS)
     after = [ops.convert_to_numpy(v) for v in classifier.trainable_weights]
     assert all(not np.array_equal(b, a) for b, a in zip(before, after))
 
@@ -191,8 +191,8 @@ def test_mixed_precision_trains_with_float32_losses():
     classifier = tiny_roberta_classifier(num_classes=2)
     model = compiled(SCLClassifier(classifier))
     assert model.dtype_policy.name == "mixed_bfloat16"
-    history = model.fit(TEXTS, LABELS, batch_size=8, epochs=1, verbose=0)
-    assert all(np.isfinite(values).all() for values in history.history.values())
+    logs = model.train_on_batch(TEXTS, LABELS, return_dict=True)
+    assert all(np.isfinite(value) for value in logs.values())
     outputs = model(classifier.preprocessor(TEXTS))
     assert keras.backend.standardize_dtype(outputs["embedding"].dtype) == "bfloat16"
 
@@ -201,12 +201,12 @@ def test_sample_weight_reaches_both_losses():
     classifier = tiny_roberta_classifier(num_classes=2)
     model = compiled(SCLClassifier(classifier, scl_weight=0.5))
     weights = np.array([1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 0.0, 1.0], dtype="float32")
-    results = model.evaluate(TEXTS, LABELS, sample_weight=weights, batch_size=8, verbose=0, return_dict=True)
+    results = model.test_on_batch(TEXTS, LABELS, sample_weight=weights, return_dict=True)
     outputs = model(classifier.preprocessor(TEXTS))
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(LABELS, outputs["logits"], sample_weight=weights)
     scl = SupervisedContrastiveLoss()(LABELS, outputs["embedding"], sample_weight=weights)
-    np.testing.assert_allclose(results["ce_loss"], float(ce), rtol=1e-5)
-    np.testing.assert_allclose(results["scl_loss"], float(scl), rtol=1e-5)
+    np.testing.assert_allclose(results["ce_loss"], ops.convert_to_numpy(ce), rtol=1e-5)
+    np.testing.assert_allclose(results["scl_loss"], ops.convert_to_numpy(scl), rtol=1e-5)
 
 
 # --- BERT family and classifiers it cannot tap -------------------------------
@@ -222,6 +222,20 @@ def test_bert_classifier_trains_on_its_sequence_output():
     pooled = SCLClassifier(classifier, embedding="pooled")(inputs)["embedding"]
     expected = classifier.backbone(inputs)["pooled_output"]
     np.testing.assert_allclose(ops.convert_to_numpy(pooled), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_distil_bert_classifier_takes_its_start_token():
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=12
+    )
+    classifier = keras_hub.models.DistilBertTextClassifier(backbone=backbone, num_classes=2, dropout=0.0)
+    inputs = {name: value for name, value in bert_inputs().items() if name != "segment_ids"}
+    model = compiled(SCLClassifier(classifier))
+    expected = backbone(inputs)[:, 0, :]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(inputs)["embedding"]), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-6
+    )
+    assert np.isfinite(model.train_on_batch(inputs, LABELS, return_dict=True)["scl_loss"])
 
 
 def test_classifier_without_backbone_is_named_in_the_error():
@@ -272,7 +286,7 @@ def test_bad_embedding_is_rejected():
 def test_save_load_predicts_the_same_and_keeps_training(tmp_path):
     classifier = tiny_roberta_classifier(num_classes=2)
     model = compiled(SCLClassifier(classifier, scl_weight=0.7, embedding="pooled"))
-    model.fit(TEXTS, LABELS, batch_size=8, epochs=1, verbose=0)
+    model.train_on_batch(TEXTS, LABELS)
     path = str(tmp_path / "scl.keras")
     model.save(path)
 
@@ -280,29 +294,36 @@ def test_save_load_predicts_the_same_and_keeps_training(tmp_path):
     assert isinstance(restored, SCLClassifier)
     assert (restored.scl_weight, restored.embedding) == (0.7, "pooled")
     assert restored.loss.get_config() == model.loss.get_config()
-    np.testing.assert_allclose(restored.predict(TEXTS, verbose=0), model.predict(TEXTS, verbose=0), rtol=1e-6)
     assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 1
+    for name in ("logits", "embedding"):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(restored(restored.preprocessor(TEXTS))[name]),
+            ops.convert_to_numpy(model(classifier.preprocessor(TEXTS))[name]),
+            rtol=1e-6,
+        )
 
+    # Training goes on from the saved optimizer state, as it would have.
     model.fit(TEXTS, LABELS, batch_size=8, epochs=1, shuffle=False, verbose=0)
     restored.fit(TEXTS, LABELS, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert int(restored.optimizer.iterations) == 2
     for expected, actual in zip(model.get_weights(), restored.get_weights()):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_saved_classifier_loads_without_keras_scl(tmp_path):
     classifier = tiny_roberta_classifier(num_classes=2)
-    compiled(SCLClassifier(classifier)).fit(TEXTS, LABELS, batch_size=8, epochs=1, verbose=0)
+    compiled(SCLClassifier(classifier)).train_on_batch(TEXTS, LABELS)
     path = tmp_path / "classifier.keras"
     classifier.save(str(path))
-    np.save(tmp_path / "expected.npy", classifier.predict(TEXTS, verbose=0))
+    np.save(tmp_path / "expected.npy", ops.convert_to_numpy(classifier(classifier.preprocessor(TEXTS))))
     script = textwrap.dedent(
         f"""
         import sys, keras, keras_hub, numpy as np
         model = keras.saving.load_model({str(path)!r})
         assert type(model) is keras_hub.models.RobertaTextClassifier, type(model)
         assert "keras_scl" not in sys.modules
-        np.testing.assert_allclose(model.predict({TEXTS!r}, verbose=0), np.load({str(tmp_path / "expected.npy")!r}),
-                                   rtol=1e-6)
+        logits = keras.ops.convert_to_numpy(model(model.preprocessor({TEXTS!r})))
+        np.testing.assert_allclose(logits, np.load({str(tmp_path / "expected.npy")!r}), rtol=1e-6)
         """
     )
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
@@ -313,3 +334,33 @@ def test_saved_classifier_loads_without_keras_scl(tmp_path):
 def test_public_api():
     assert set(keras_scl.__all__) >= {"SCLClassifier", "SupervisedContrastiveLoss", "supervised_contrastive_loss"}
     assert keras_scl.__version__
+
+
+def test_fit_reshuffles_in_memory_data_every_epoch():
+    seen = []
+
+    def recording_loss(y_true, embeddings, sample_weight=None):
+        seen.append(ops.convert_to_numpy(y_true).tolist())
+        return ops.mean(ops.sum(embeddings * 0.0, axis=-1))
+
+    classifier = tiny_roberta_classifier(num_classes=2)
+    model = SCLClassifier(classifier)
+    model.compile(optimizer="sgd", loss=recording_loss, run_eagerly=True)
+    texts = [f"sentence number {i}" for i in range(16)]
+    labels = np.arange(16) % 2
+    model.fit(texts, labels, batch_size=16, epochs=3, verbose=0)
+    assert len(seen) == 3
+    assert all(sorted(epoch) == sorted(labels.tolist()) for epoch in seen)
+    assert len({tuple(epoch) for epoch in seen}) == 3  # C(16, 8) orders: a repeat would be a 1-in-12870 fluke
+    seen.clear()
+    model.fit(texts, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert seen == [labels.tolist()] * 2
+
+
+def test_validation_split_holds_out_the_last_examples():
+    classifier = tiny_roberta_classifier(num_classes=2)
+    model = compiled(SCLClassifier(classifier))
+    history = model.fit(TEXTS, LABELS, batch_size=4, epochs=1, validation_split=0.5, verbose=0)
+    expected = model.evaluate(TEXTS[4:], LABELS[4:], batch_size=4, verbose=0, return_dict=True)
+    np.testing.assert_allclose(history.history["val_ce_loss"][0], expected["ce_loss"], rtol=1e-5)
+    np.testing.assert_allclose(history.history["val_scl_loss"][0], expected["scl_loss"], rtol=1e-5)
