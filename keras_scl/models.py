@@ -292,8 +292,9 @@ class SCLClassifier(keras_hub.models.Task):
         batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
         kwargs.setdefault("validation_batch_size", batch_size)
         # Straight to `keras.Model.fit`: nothing is left for KerasHub's
-        # pipeline to preprocess.
-        return keras.Model.fit(self, batches, validation_data=validation_data, **kwargs)
+        # pipeline to preprocess, and `batches` already shuffles (Keras would
+        # otherwise also permute the order of the batches).
+        return keras.Model.fit(self, batches, validation_data=validation_data, shuffle=False, **kwargs)
 
     def predict(self, x=None, batch_size=None, **kwargs):
         """Logits for `x` (raw strings when the classifier has a preprocessor)."""

@@ -21,7 +21,7 @@ def value_and_gradient(fn, x):
         tensor = keras.ops.convert_to_tensor(x).detach().requires_grad_()
         value = fn(tensor)
         (gradient,) = torch.autograd.grad(value, tensor)
-        return value.detach().float().numpy(), gradient.float().numpy()
+        return value.detach().float().cpu().numpy(), gradient.float().cpu().numpy()
     if backend == "jax":
         import jax
 
