@@ -19,6 +19,7 @@ demo: $(VENV)/.installed
 	KERAS_BACKEND=$(DEMO_BACKEND) $(PYTHON) examples/quickstart.py
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	@for backend in $(BACKENDS); do \
 		echo "== KERAS_BACKEND=$$backend"; \
 		KERAS_BACKEND=$$backend $(PYTHON) -m pytest -q || exit 1; \

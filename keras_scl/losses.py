@@ -45,10 +45,7 @@ def _class_ids(y_true, batch_size):
     if values is not None:
         is_binary = ((values == 0) | (values == 1)).all()
         if not (is_binary and (values.sum(axis=-1) == 1).all()):
-            raise ValueError(
-                "Rank-2 `y_true` with more than one column must be one-hot. "
-                f"Received: y_true={values!r}"
-            )
+            raise ValueError(f"Rank-2 `y_true` with more than one column must be one-hot. Received: y_true={values!r}")
     return ops.argmax(y_true, axis=-1)
 
 
@@ -63,34 +60,37 @@ def _per_anchor_terms(y_true, y_pred, temperature):
     y_true = ops.convert_to_tensor(y_true)
     if len(y_pred.shape) != 2:
         raise ValueError(
-            "`y_pred` must be embeddings of shape (batch, dim). "
-            f"Received: y_pred.shape={tuple(y_pred.shape)}"
+            f"`y_pred` must be embeddings of shape (batch, dim). Received: y_pred.shape={tuple(y_pred.shape)}"
         )
     labels = _class_ids(y_true, y_pred.shape[0])
 
     # Similarities in float32 whatever the compute dtype: exp(1/τ) for τ = 0.05
     # is e^20, far past what float16 holds, and bf16 loses the small differences.
+    #
+    # Constants enter through Python operators and `*_like` tensors, never as a
+    # Python number given to `ops.where` or `ops.maximum`: on the torch backend
+    # those become a new device tensor, a host-to-device copy that stalls a GPU.
     embeddings = ops.cast(y_pred, "float32")
     squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
-    normalized = embeddings * ops.rsqrt(ops.maximum(squared_norm, _SQUARED_NORM_FLOOR))
-    logits = ops.matmul(normalized, ops.transpose(normalized)) / ops.cast(temperature, "float32")
+    normalized = embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_FLOOR)
+    logits = ops.matmul(normalized, ops.transpose(normalized)) / temperature
 
     batch_size = ops.shape(logits)[0]
     is_self = ops.eye(batch_size, dtype="bool")
-    is_positive = ops.logical_and(
-        ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)),
-        ops.logical_not(is_self),
+    positive_mask = ops.cast(
+        ops.logical_and(ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)), ops.logical_not(is_self)),
+        "float32",
     )
-    # The anchor leaves its own denominator. A batch of one has no other
-    # example at all: its row would be all -inf and its gradient NaN, so it is
-    # filled with zeros instead (it has no positive, so its loss is 0 anyway).
-    fill = ops.where(batch_size > 1, float("-inf"), 0.0)
-    log_denominator = ops.logsumexp(ops.where(is_self, fill, logits), axis=1, keepdims=True)
-    log_probability = logits - log_denominator
+    # The anchor leaves its own denominator. In a batch of one there is no
+    # other example: the row keeps its self-similarity, so that the
+    # log-sum-exp stays finite (the anchor has no positive: its loss is 0).
+    excluded = is_self & (batch_size > 1)
+    log_denominator = ops.logsumexp(ops.where(excluded, logits - float("inf"), logits), axis=1, keepdims=True)
+    log_probability = logits - log_denominator  # finite everywhere, so masking by product is exact
 
-    positive_count = ops.sum(ops.cast(is_positive, "float32"), axis=1)
-    positive_loss = ops.sum(ops.where(is_positive, -log_probability, 0.0), axis=1)
-    loss = positive_loss / ops.maximum(positive_count, 1.0)
+    positive_count = ops.sum(positive_mask, axis=1)
+    positive_loss = ops.sum(-log_probability * positive_mask, axis=1)
+    loss = positive_loss / ops.maximum(positive_count, ops.ones_like(positive_count))
     return loss, positive_count > 0
 
 
@@ -197,7 +197,7 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                 weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) * weights
             if self.reduction in ("none", None):
                 return loss * weights
-            weights = ops.where(has_positive, weights, 0.0)
+            weights = weights * ops.cast(has_positive, "float32")
             total = ops.sum(loss * weights)
             if self.reduction == "sum":
                 return total
@@ -205,7 +205,7 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                 count = ops.sum(weights)
             else:
                 count = ops.sum(ops.cast(has_positive, "float32"))
-            return total / ops.where(count > 0, count, 1.0)
+            return total / ops.where(count > 0, count, ops.ones_like(count))
 
     def get_config(self):
         config = super().get_config()

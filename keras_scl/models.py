@@ -33,7 +33,9 @@ def _sequence_output(classifier, backbone_outputs):
             raise _cannot_tap(classifier, f"its backbone returns {sorted(backbone_outputs)}, no 'sequence_output'")
         backbone_outputs = backbone_outputs["sequence_output"]
     if len(backbone_outputs.shape) != 3:
-        raise _cannot_tap(classifier, f"its backbone output has shape {backbone_outputs.shape}, not (batch, tokens, dim)")
+        raise _cannot_tap(
+            classifier, f"its backbone output has shape {backbone_outputs.shape}, not (batch, tokens, dim)"
+        )
     return backbone_outputs
 
 
@@ -121,9 +123,13 @@ def _slice(x, start, stop):
 
 
 def _preprocess_once(preprocessor, x, chunk_size=1024):
-    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out."""
+    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out.
+
+    `x=` by keyword: KerasHub reads a positional tuple as `(x, y)`, and a
+    sentence pair is a tuple too.
+    """
     chunks = [
-        keras.tree.map_structure(ops.convert_to_numpy, preprocessor(_slice(x, start, start + chunk_size)))
+        keras.tree.map_structure(ops.convert_to_numpy, preprocessor(x=_slice(x, start, start + chunk_size)))
         for start in range(0, num_examples(x), chunk_size)
     ]
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
@@ -195,23 +201,33 @@ class SCLClassifier(keras_hub.models.Task):
         # === Functional model ===
         # Functional like every KerasHub task: a subclassed `Task` would reset
         # the base class that KerasHub's functional tasks rely on.
-        super().__init__(inputs=inputs, outputs={"logits": logits, "embedding": features}, name=name, compile=False, **kwargs)
+        super().__init__(
+            inputs=inputs, outputs={"logits": logits, "embedding": features}, name=name, compile=False, **kwargs
+        )
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.scl_tracker = keras.metrics.Mean(name="scl_loss")
+        # A variable, not a constant: a compiled train step reads its current
+        # value, so λ can change between steps without retracing.
+        self._scl_weight = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(scl_weight),
+            trainable=False,
+            dtype="float32",
+            name="scl_weight",
+        )
 
         # === Config ===
-        self.scl_weight = scl_weight
         self.embedding = embedding
 
     @property
     def scl_weight(self):
-        """λ, the weight of the SCL term."""
-        return self._scl_weight
+        """λ, the weight of the SCL term, as a Python float; assign to change it."""
+        return float(ops.convert_to_numpy(self._scl_weight))
 
     @scl_weight.setter
     def scl_weight(self, value):
         _check_scl_weight(value)
-        self._scl_weight = float(value)
+        self._scl_weight.assign(value)
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures the model for training, as `keras.Model.compile`.
@@ -248,7 +264,8 @@ class SCLClassifier(keras_hub.models.Task):
         cross_entropy = self._categorical_cross_entropy if one_hot else self._sparse_cross_entropy
         ce_loss = cross_entropy(y, logits, sample_weight=sample_weight)
         scl_loss = self.loss(y, embedding, sample_weight=sample_weight)
-        loss = (1.0 - self.scl_weight) * ce_loss + self.scl_weight * ops.cast(scl_loss, ce_loss.dtype)
+        scl_weight = ops.cast(self._scl_weight, ce_loss.dtype)
+        loss = (1.0 - scl_weight) * ce_loss + scl_weight * ops.cast(scl_loss, ce_loss.dtype)
         for extra_loss in self.losses:  # regularisers, as Keras' own compute_loss adds them
             loss = loss + ops.cast(ops.sum(extra_loss), loss.dtype)
 
@@ -260,9 +277,7 @@ class SCLClassifier(keras_hub.models.Task):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
 
-    def fit(
-        self, x=None, y=None, batch_size=None, validation_data=None, shuffle=True, sample_weight=None, **kwargs
-    ):
+    def fit(self, x=None, y=None, batch_size=None, validation_data=None, shuffle=True, sample_weight=None, **kwargs):
         """Trains the model, as `keras.Model.fit`.
 
         In-memory inputs (lists of strings, tuples of them for sentence
@@ -275,19 +290,22 @@ class SCLClassifier(keras_hub.models.Task):
         """
         if not _is_in_memory(x):
             return super().fit(
-                x, y, batch_size=batch_size, validation_data=validation_data, shuffle=shuffle,
-                sample_weight=sample_weight, **kwargs,
+                x,
+                y,
+                batch_size=batch_size,
+                validation_data=validation_data,
+                shuffle=shuffle,
+                sample_weight=sample_weight,
+                **kwargs,
             )
         if self.preprocessor is not None:
             x = _preprocess_once(self.preprocessor, x)
             if isinstance(validation_data, (list, tuple)) and _is_in_memory(validation_data[0]):
                 validation_data = (_preprocess_once(self.preprocessor, validation_data[0]), *validation_data[1:])
         validation_split = kwargs.pop("validation_split", None)
-        if validation_split:  # the last examples, as Keras splits arrays
+        if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
             start = num_examples(x) - int(num_examples(x) * validation_split)
-            validation_data = tuple(
-                _slice(data, start, None) for data in (x, y, sample_weight) if data is not None
-            )
+            validation_data = tuple(_slice(data, start, None) for data in (x, y, sample_weight) if data is not None)
             x, y, sample_weight = (None if data is None else _slice(data, 0, start) for data in (x, y, sample_weight))
         batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
         kwargs.setdefault("validation_batch_size", batch_size)

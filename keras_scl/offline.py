@@ -63,7 +63,10 @@ def roberta_tokenizer(texts=None, vocabulary_size=1000):
 
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(
-        list(texts), vocab_size=vocabulary_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+        list(texts),
+        vocab_size=vocabulary_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
         show_progress=False,
     )
     merges = json.loads(trainer.to_str())["model"]["merges"]

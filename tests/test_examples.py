@@ -11,8 +11,18 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_quickstart_runs_end_to_end(tmp_path):
     command = [
-        sys.executable, str(EXAMPLES / "quickstart.py"),
-        "--epochs", "2", "--train-size", "16", "--test-size", "16", "--hidden-dim", "16", "--output", str(tmp_path),
+        sys.executable,
+        str(EXAMPLES / "quickstart.py"),
+        "--epochs",
+        "2",
+        "--train-size",
+        "16",
+        "--test-size",
+        "16",
+        "--hidden-dim",
+        "16",
+        "--output",
+        str(tmp_path),
     ]
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -147,7 +147,7 @@ def test_training_the_wrapper_trains_the_classifier():
     before = [ops.convert_to_numpy(v).copy() for v in classifier.trainable_weights]
     model.train_on_batch(TEXTS, LABELS)
     after = [ops.convert_to_numpy(v) for v in classifier.trainable_weights]
-    assert all(not np.array_equal(b, a) for b, a in zip(before, after))
+    assert all(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
 
 
 def test_scl_weight_zero_matches_plain_cross_entropy():
@@ -166,7 +166,7 @@ def test_scl_weight_zero_matches_plain_cross_entropy():
 
     np.testing.assert_allclose(history.history["loss"], reference_history.history["loss"], rtol=1e-6)
     np.testing.assert_allclose(history.history["ce_loss"], reference_history.history["loss"], rtol=1e-6)
-    for expected, actual in zip(reference.get_weights(), classifier.get_weights()):
+    for expected, actual in zip(reference.get_weights(), classifier.get_weights(), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -292,7 +292,7 @@ def test_save_load_predicts_the_same_and_keeps_training(tmp_path):
 
     restored = keras.saving.load_model(path)
     assert isinstance(restored, SCLClassifier)
-    assert (restored.scl_weight, restored.embedding) == (0.7, "pooled")
+    assert (restored.scl_weight, restored.embedding) == (pytest.approx(0.7), "pooled")  # λ is a float32 variable
     assert restored.loss.get_config() == model.loss.get_config()
     assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 1
     for name in ("logits", "embedding"):
@@ -306,7 +306,7 @@ def test_save_load_predicts_the_same_and_keeps_training(tmp_path):
     model.fit(TEXTS, LABELS, batch_size=8, epochs=1, shuffle=False, verbose=0)
     restored.fit(TEXTS, LABELS, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert int(restored.optimizer.iterations) == 2
-    for expected, actual in zip(model.get_weights(), restored.get_weights()):
+    for expected, actual in zip(model.get_weights(), restored.get_weights(), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -364,3 +364,26 @@ def test_validation_split_holds_out_the_last_examples():
     expected = model.evaluate(TEXTS[4:], LABELS[4:], batch_size=4, verbose=0, return_dict=True)
     np.testing.assert_allclose(history.history["val_ce_loss"][0], expected["ce_loss"], rtol=1e-5)
     np.testing.assert_allclose(history.history["val_scl_loss"][0], expected["scl_loss"], rtol=1e-5)
+
+
+def test_changing_scl_weight_reaches_a_compiled_step():
+    classifier = tiny_roberta_classifier(num_classes=2, preprocessor=False)
+    inputs = tokenized(tiny_roberta_classifier(num_classes=2))
+    model = compiled(SCLClassifier(classifier, scl_weight=0.9))
+    first = model.test_on_batch(inputs, LABELS, return_dict=True)  # traces the step (jax, tensorflow)
+    model.scl_weight = 0.25
+    assert model.scl_weight == 0.25
+    second = model.test_on_batch(inputs, LABELS, return_dict=True)
+    np.testing.assert_allclose(second["scl_loss"], first["scl_loss"], rtol=1e-6)
+    np.testing.assert_allclose(second["loss"], 0.75 * second["ce_loss"] + 0.25 * second["scl_loss"], rtol=1e-5)
+
+
+def test_sentence_pairs_train_as_tuples_of_strings():
+    classifier = tiny_roberta_classifier(num_classes=2)
+    model = compiled(SCLClassifier(classifier))
+    premises, hypotheses = TEXTS, TEXTS[::-1]
+    history = model.fit((premises, hypotheses), LABELS, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["scl_loss"][0])
+    pairs = model(classifier.preprocessor(x=(premises, hypotheses)))["logits"]
+    singles = model(classifier.preprocessor(premises))["logits"]
+    assert not np.allclose(ops.convert_to_numpy(pairs), ops.convert_to_numpy(singles))  # the second segment counts
