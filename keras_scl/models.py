@@ -269,7 +269,9 @@ class SCLClassifier(keras_hub.models.Task):
         for extra_loss in self.losses:  # regularisers, as Keras' own compute_loss adds them
             loss = loss + ops.cast(ops.sum(extra_loss), loss.dtype)
 
-        batch_size = ops.shape(logits)[0]
+        # Weighted by batch size, as Keras' own loss tracker. Counted on the
+        # device: a Python int would be copied to the GPU, which waits for it.
+        batch_size = ops.sum(ops.ones_like(logits[:, 0], dtype="float32"))
         self.ce_tracker.update_state(ce_loss, sample_weight=batch_size)
         self.scl_tracker.update_state(scl_loss, sample_weight=batch_size)
         return loss
