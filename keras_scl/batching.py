@@ -6,6 +6,19 @@ import keras
 import numpy as np
 
 
+def _to_numpy(data):
+    """NumPy leaves (backend tensors may sit on a GPU), same structure."""
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return {key: _to_numpy(value) for key, value in data.items()}
+    if isinstance(data, tuple):
+        return tuple(_to_numpy(value) for value in data)
+    if isinstance(data, (list, np.ndarray)):
+        return np.asarray(data)
+    return keras.ops.convert_to_numpy(data)
+
+
 def _take(data, indices):
     if data is None:
         return None
@@ -13,7 +26,7 @@ def _take(data, indices):
         return {key: _take(value, indices) for key, value in data.items()}
     if isinstance(data, tuple):
         return tuple(_take(value, indices) for value in data)
-    return np.asarray(data)[indices]
+    return data[indices]
 
 
 def num_examples(data):
@@ -55,7 +68,7 @@ class ShuffledBatches(keras.utils.PyDataset):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-        self.x, self.y, self.sample_weight = x, y, sample_weight
+        self.x, self.y, self.sample_weight = _to_numpy(x), _to_numpy(y), _to_numpy(sample_weight)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.size = num_examples(x)

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -39,6 +40,13 @@ def test_sample_weight_and_tuples_follow_the_order():
     np.testing.assert_array_equal(first, y)
     np.testing.assert_array_equal(second, y + 100)
     np.testing.assert_allclose(weight, y / 10)
+
+
+def test_backend_tensors_are_taken_as_numpy():
+    batches = ShuffledBatches({"ids": keras.ops.arange(6)}, keras.ops.arange(6), batch_size=6, seed=0)
+    x, y = batches[0]
+    assert isinstance(x["ids"], np.ndarray) and isinstance(y, np.ndarray)
+    np.testing.assert_array_equal(x["ids"], y)
 
 
 def test_mismatched_lengths_and_bad_batch_size_are_named():

@@ -295,6 +295,7 @@ def test_save_load_predicts_the_same_and_keeps_training(tmp_path):
     assert (restored.scl_weight, restored.embedding) == (pytest.approx(0.7), "pooled")  # λ is a float32 variable
     assert restored.loss.get_config() == model.loss.get_config()
     assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 1
+    np.testing.assert_allclose(restored.predict(TEXTS, verbose=0), model.predict(TEXTS, verbose=0), rtol=1e-6)
     for name in ("logits", "embedding"):
         np.testing.assert_allclose(
             ops.convert_to_numpy(restored(restored.preprocessor(TEXTS))[name]),
