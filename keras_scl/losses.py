@@ -7,9 +7,10 @@ from keras import ops
 
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
 
-# Floor on the squared norm before dividing by it: a zero embedding stays zero
-# (with a finite gradient) instead of becoming 0/0.
-_SQUARED_NORM_FLOOR = 1e-24
+# Added to the squared norm under the inverse square root: a zero embedding
+# stays zero, with a finite gradient, instead of becoming 0/0. For any other
+# embedding of a trained model the change is far below float32 precision.
+_SQUARED_NORM_EPSILON = 1e-24
 
 
 def _check_temperature(temperature):
@@ -72,7 +73,7 @@ def _per_anchor_terms(y_true, y_pred, temperature):
     # those become a new device tensor, a host-to-device copy that stalls a GPU.
     embeddings = ops.cast(y_pred, "float32")
     squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
-    normalized = embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_FLOOR)
+    normalized = embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_EPSILON)
     logits = ops.matmul(normalized, ops.transpose(normalized)) / temperature
 
     batch_size = ops.shape(logits)[0]

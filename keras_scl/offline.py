@@ -57,8 +57,14 @@ def roberta_tokenizer(texts=None, vocabulary_size=1000):
     >>> tokenizer.id_to_token(int(tokenizer("a great film")[1]))
     'Ġgreat'
     """
+    vocabulary, merges = _byte_level_bpe(texts, vocabulary_size)
+    return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
+
+
+def _byte_level_bpe(texts, vocabulary_size):
+    """`(vocabulary, merges)`: the fixed ones, or trained on `texts`."""
     if texts is None:
-        return keras_hub.models.RobertaTokenizer(vocabulary=byte_level_vocabulary(), merges=list(MERGES))
+        return byte_level_vocabulary(), list(MERGES)
     from tokenizers import ByteLevelBPETokenizer
 
     trainer = ByteLevelBPETokenizer()
@@ -72,7 +78,7 @@ def roberta_tokenizer(texts=None, vocabulary_size=1000):
     merges = json.loads(trainer.to_str())["model"]["merges"]
     # Older `tokenizers` write a merge as "a b", newer ones as ["a", "b"].
     merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
-    return keras_hub.models.RobertaTokenizer(vocabulary=trainer.get_vocab(), merges=merges)
+    return trainer.get_vocab(), merges
 
 
 def tiny_roberta_classifier(
@@ -102,7 +108,8 @@ def tiny_roberta_classifier(
         num_heads: Attention heads. Defaults to `2`.
         dropout: Dropout of the backbone and the head. Defaults to `0.0`.
         preprocessor: Whether to attach a byte-level preprocessor, so that the
-            classifier takes raw strings. Defaults to `True`.
+            classifier takes raw strings (this needs TensorFlow, as KerasHub's
+            tokenizers do). Defaults to `True`.
         dtype: Dtype policy of the model, e.g. `"mixed_bfloat16"`. Defaults to
             the global policy.
 
@@ -115,14 +122,15 @@ def tiny_roberta_classifier(
     >>> classifier.predict(["a fine film"], verbose=0).shape
     (1, 2)
     """
-    tokenizer = roberta_tokenizer(texts, vocabulary_size)
+    vocabulary, merges = _byte_level_bpe(texts, vocabulary_size)
     text_preprocessor = None
-    if preprocessor:
+    if preprocessor:  # KerasHub's tokenizers need TensorFlow; token ids alone do not
         text_preprocessor = keras_hub.models.RobertaTextClassifierPreprocessor(
-            tokenizer=tokenizer, sequence_length=sequence_length
+            tokenizer=keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges),
+            sequence_length=sequence_length,
         )
     backbone = keras_hub.models.RobertaBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
+        vocabulary_size=len(vocabulary),
         num_layers=num_layers,
         num_heads=num_heads,
         hidden_dim=hidden_dim,
