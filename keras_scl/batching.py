@@ -19,14 +19,19 @@ def _to_numpy(data):
     return keras.ops.convert_to_numpy(data)
 
 
-def _take(data, indices):
+def take(data, index):
+    """`data[index]` for an array or list, or each leaf of a dict or tuple.
+
+    `index` is a slice or, for arrays, an array of positions. `None` stays
+    `None`.
+    """
     if data is None:
         return None
     if isinstance(data, dict):
-        return {key: _take(value, indices) for key, value in data.items()}
+        return {key: take(value, index) for key, value in data.items()}
     if isinstance(data, tuple):
-        return tuple(_take(value, indices) for value in data)
-    return data[indices]
+        return tuple(take(value, index) for value in data)
+    return data[index]
 
 
 def num_examples(data):
@@ -89,7 +94,7 @@ class ShuffledBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         indices = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         return keras.utils.pack_x_y_sample_weight(
-            _take(self.x, indices), _take(self.y, indices), _take(self.sample_weight, indices)
+            take(self.x, indices), take(self.y, indices), take(self.sample_weight, indices)
         )
 
     def on_epoch_end(self):

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import num_examples
+from keras_scl.batching import take
 from keras_scl.losses import SupervisedContrastiveLoss
 
 EMBEDDINGS = ("cls", "pooled")
@@ -114,14 +115,6 @@ def _is_in_memory(x):
     return isinstance(x, (list, np.ndarray)) or ops.is_tensor(x)
 
 
-def _slice(x, start, stop):
-    if isinstance(x, dict):
-        return {key: _slice(value, start, stop) for key, value in x.items()}
-    if isinstance(x, tuple):
-        return tuple(_slice(value, start, stop) for value in x)
-    return x[start:stop]
-
-
 def _preprocess_once(preprocessor, x, chunk_size=1024):
     """Runs `preprocessor` over in-memory `x` in chunks; NumPy out.
 
@@ -129,7 +122,7 @@ def _preprocess_once(preprocessor, x, chunk_size=1024):
     sentence pair is a tuple too.
     """
     chunks = [
-        keras.tree.map_structure(ops.convert_to_numpy, preprocessor(x=_slice(x, start, start + chunk_size)))
+        keras.tree.map_structure(ops.convert_to_numpy, preprocessor(x=take(x, slice(start, start + chunk_size))))
         for start in range(0, num_examples(x), chunk_size)
     ]
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
@@ -307,8 +300,10 @@ class SCLClassifier(keras_hub.models.Task):
         validation_split = kwargs.pop("validation_split", None)
         if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
             start = num_examples(x) - int(num_examples(x) * validation_split)
-            validation_data = tuple(_slice(data, start, None) for data in (x, y, sample_weight) if data is not None)
-            x, y, sample_weight = (None if data is None else _slice(data, 0, start) for data in (x, y, sample_weight))
+            validation_data = tuple(
+                take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+            )
+            x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
         batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
         kwargs.setdefault("validation_batch_size", batch_size)
         # Straight to `keras.Model.fit`: nothing is left for KerasHub's
