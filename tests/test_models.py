@@ -388,3 +388,11 @@ def test_sentence_pairs_train_as_tuples_of_strings():
     pairs = model(classifier.preprocessor(x=(premises, hypotheses)))["logits"]
     singles = model(classifier.preprocessor(premises))["logits"]
     assert not np.allclose(ops.convert_to_numpy(pairs), ops.convert_to_numpy(singles))  # the second segment counts
+
+
+def test_embed_returns_the_start_token_state_of_the_backbone():
+    classifier = tiny_roberta_classifier(num_classes=2, preprocessor=False)
+    inputs = tokenized(tiny_roberta_classifier(num_classes=2))
+    model = SCLClassifier(classifier)
+    expected = ops.convert_to_numpy(classifier.backbone(inputs))[:, 0, :]
+    np.testing.assert_allclose(model.embed(inputs, batch_size=3, verbose=0), expected, rtol=1e-5, atol=1e-6)

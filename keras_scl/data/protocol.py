@@ -1,0 +1,267 @@
+"""The few-shot protocol of the paper (Table 2), and the training-set variations built on it.
+
+- `few_shot_splits`: test = half of the evaluation split, validation = a
+  further fixed number of its examples (both stratified by label), and
+  `num_subsamples` random training sets of `n` examples.
+- `top_k`: the runs to report: the `k` best by validation accuracy.
+- `flip_labels`: a seeded fraction of training labels flipped (the label-noise
+  stand-in for the paper's noisy-data experiment).
+- `augmentation_for`: rows of a user's augmentation file (e.g. back-translations)
+  that belong to a training subsample.
+
+Every draw comes from `numpy.random.default_rng` seeded with the protocol's
+seed and the draw's coordinates, through `Generator.random` (PCG64 doubles,
+stable across NumPy versions and machines) and stable sorts: the same seed
+gives the same subsets everywhere.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+# Streams of draws, so that e.g. the test split does not move when N changes.
+_EVALUATION, _TRAIN, _NOISE = 0, 1, 2
+
+
+def _random_order(size, *seed):
+    """A permutation of `range(size)` from the seed words alone."""
+    return np.argsort(np.random.default_rng(list(seed)).random(size), kind="stable")
+
+
+def _stratified_quotas(labels, size):
+    """How many examples of each class a stratified sample of `size` takes (largest remainders)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / counts.sum()
+    quotas = np.floor(exact).astype(int)
+    # The remaining examples go to the classes with the largest fractional parts (lower class first).
+    for position in np.argsort(-(exact - quotas), kind="stable")[: size - quotas.sum()]:
+        quotas[position] += 1
+    return dict(zip(classes.tolist(), quotas.tolist(), strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotSplits:
+    """Positions into the evaluation split (`test`, `validation`) and the training split (`train`).
+
+    Attributes:
+        test: Sorted positions of the test examples.
+        validation: Sorted positions of the validation examples.
+        train: One array per subsample: the positions of its training
+            examples, in random order.
+    """
+
+    test: np.ndarray
+    validation: np.ndarray
+    train: tuple
+
+
+def few_shot_splits(
+    train_labels,
+    evaluation_labels,
+    n,
+    num_subsamples=10,
+    validation_size=500,
+    test_fraction=0.5,
+    per_class=False,
+    seed=0,
+):
+    """Draws the paper's few-shot splits.
+
+    The evaluation split (GLUE's validation set) is cut in two stratified,
+    disjoint parts: `test` (a `test_fraction` of it, rounded down) and
+    `validation` (`validation_size` more examples). They depend on `seed`
+    only. Each of the `num_subsamples` training sets holds `n` examples drawn
+    uniformly without replacement from the training split (or `n` per class
+    with `per_class=True`, the transfer setting), seeded by `seed`, `n` and
+    the subsample's number.
+
+    Args:
+        train_labels: Labels of the training split.
+        evaluation_labels: Labels of the split the test and validation
+            examples come from.
+        n: Training examples per subsample (per class with `per_class`).
+        num_subsamples: Training sets to draw. Defaults to `10`.
+        validation_size: Validation examples. Defaults to `500`.
+        test_fraction: Fraction of the evaluation split used as test set.
+            Defaults to `0.5`.
+        per_class: Draw `n` examples of every class. Defaults to `False`.
+        seed: Integer seed. Defaults to `0`.
+
+    Returns:
+        A `FewShotSplits`.
+
+    Example:
+
+    >>> train_labels = [0, 1] * 50
+    >>> evaluation_labels = [0] * 30 + [1] * 10
+    >>> splits = few_shot_splits(train_labels, evaluation_labels, n=8, num_subsamples=3, validation_size=12)
+    >>> len(splits.test), len(splits.validation), [len(train) for train in splits.train]
+    (20, 12, [8, 8, 8])
+    >>> int(sum(np.asarray(evaluation_labels)[splits.test]))  # a quarter of the test set is class 1, as overall
+    5
+    """
+    train_labels = np.asarray(train_labels)
+    evaluation_labels = np.asarray(evaluation_labels)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction}")
+    test_size = math.floor(len(evaluation_labels) * test_fraction)
+    if test_size + validation_size > len(evaluation_labels):
+        raise ValueError(
+            f"The evaluation split has {len(evaluation_labels)} examples: too few for a test set of {test_size} "
+            f"(test_fraction={test_fraction}) and validation_size={validation_size}."
+        )
+    if n < 1 or num_subsamples < 1:
+        raise ValueError(f"`n` and `num_subsamples` must be positive. Received: n={n}, num_subsamples={num_subsamples}")
+
+    # Test and validation: each class's examples in a random order; test takes
+    # its quota from the front, validation the next ones.
+    test_quotas = _stratified_quotas(evaluation_labels, test_size)
+    remaining = {label: np.sum(evaluation_labels == label) - quota for label, quota in test_quotas.items()}
+    validation_quotas = _stratified_quotas(np.repeat(list(remaining), list(remaining.values())), validation_size)
+    test, validation = [], []
+    for label, quota in test_quotas.items():
+        members = np.flatnonzero(evaluation_labels == label)
+        members = members[_random_order(len(members), seed, _EVALUATION, label)]
+        test.append(members[:quota])
+        validation.append(members[quota : quota + validation_quotas.get(label, 0)])
+
+    train = []
+    for subsample in range(num_subsamples):
+        if per_class:
+            chosen = []
+            for label in np.unique(train_labels):
+                members = np.flatnonzero(train_labels == label)
+                if len(members) < n:
+                    raise ValueError(f"Class {label} has {len(members)} training examples, fewer than n={n}.")
+                chosen.append(members[_random_order(len(members), seed, _TRAIN, n, subsample, int(label))[:n]])
+            chosen = np.concatenate(chosen)
+            train.append(chosen[_random_order(len(chosen), seed, _TRAIN, n, subsample)])
+        else:
+            if n > len(train_labels):
+                raise ValueError(f"n={n} is more than the {len(train_labels)} training examples.")
+            train.append(_random_order(len(train_labels), seed, _TRAIN, n, subsample)[:n])
+    return FewShotSplits(np.sort(np.concatenate(test)), np.sort(np.concatenate(validation)), tuple(train))
+
+
+def top_k(runs, k=3):
+    """The `k` runs with the highest validation accuracy (earlier subsample first on ties).
+
+    Args:
+        runs: Dicts with `"val_accuracy"` and `"subsample"`.
+        k: How many to keep. Defaults to `3`, as in the paper.
+
+    Example:
+
+    >>> runs = [{"subsample": s, "val_accuracy": a} for s, a in enumerate([0.5, 0.9, 0.7, 0.9])]
+    >>> [run["subsample"] for run in top_k(runs, k=3)]
+    [1, 3, 2]
+    """
+    return sorted(runs, key=lambda run: (-run["val_accuracy"], run["subsample"]))[:k]
+
+
+def flip_labels(labels, fraction, num_classes, seed=0):
+    """Flips `round(fraction * len(labels))` labels, each to a different class drawn uniformly.
+
+    Args:
+        labels: Integer labels.
+        fraction: Fraction of labels to flip, in [0, 1].
+        num_classes: Number of classes (at least 2).
+        seed: Integer seed, or a sequence of them. Defaults to `0`.
+
+    Returns:
+        `(noisy_labels, flipped_positions)`.
+
+    Example:
+
+    >>> noisy, flipped = flip_labels([0, 0, 1, 1, 2, 2, 0, 1, 2, 0], fraction=0.3, num_classes=3)
+    >>> len(flipped), bool(np.all(noisy[flipped] != np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0])[flipped]))
+    (3, True)
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"`fraction` must be in [0, 1]. Received: fraction={fraction}")
+    if num_classes < 2:
+        raise ValueError(f"Flipping labels needs at least 2 classes. Received: num_classes={num_classes}")
+    seed = list(np.atleast_1d(seed))
+    flipped = np.sort(_random_order(len(labels), *seed, _NOISE)[: round(fraction * len(labels))])
+    # An offset of 1 .. num_classes - 1 always lands on another class.
+    draws = np.random.default_rng([*seed, _NOISE, 1]).random(len(flipped))
+    offsets = 1 + np.minimum(np.floor(draws * (num_classes - 1)).astype(np.int64), num_classes - 2)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + offsets) % num_classes
+    return noisy, flipped
+
+
+def augmentation_for(augmentation, train_idx):
+    """The augmentation rows that go with one training subsample.
+
+    Rows with an `idx` (the training example they were made from, e.g. a
+    back-translation) join when that example is in the subsample and take its
+    label; rows without one join every subsample with their own label.
+
+    Args:
+        augmentation: Dicts with the task's text features and `idx` and/or
+            `label`.
+        train_idx: The `idx` values of the subsample's training examples.
+
+    Returns:
+        `(rows, source_positions)`: the rows, and for each the position in
+        `train_idx` of the example it copies (`-1` for rows without `idx`).
+
+    Example:
+
+    >>> rows = [{"text": "a fine film!", "idx": 7}, {"text": "dull.", "label": 0}, {"text": "meh", "idx": 3}]
+    >>> chosen, sources = augmentation_for(rows, train_idx=[7, 9])
+    >>> [row["text"] for row in chosen], sources.tolist()
+    (['a fine film!', 'dull.'], [0, -1])
+    """
+    position = {int(value): index for index, value in enumerate(np.asarray(train_idx).tolist())}
+    chosen, sources = [], []
+    for row in augmentation:
+        if row.get("idx") is not None:
+            source = position.get(int(row["idx"]))
+            if source is None:
+                continue
+        elif row.get("label") is None:
+            raise ValueError(f"An augmentation row needs an `idx` or a `label`. Received: {row!r}")
+        else:
+            source = -1
+        chosen.append(row)
+        sources.append(source)
+    return chosen, np.asarray(sources, dtype=np.int64)
+
+
+def read_rows(path):
+    """Reads an augmentation file: JSON lines (`.jsonl`), or a table with a header (`.csv`, `.tsv`).
+
+    Columns: the task's text features, and `idx` (the training example a row
+    was made from) and/or `label`; empty cells count as missing.
+
+    Example:
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "back_translations.tsv"
+    >>> _ = path.write_text("idx\\tsentence\\n4\\ta rather fine film\\n")
+    >>> read_rows(path)
+    [{'idx': 4, 'sentence': 'a rather fine film'}]
+    """
+    import csv
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as file:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in file if line.strip()]
+        elif path.suffix in (".csv", ".tsv"):
+            rows = list(csv.DictReader(file, delimiter="\t" if path.suffix == ".tsv" else ","))
+        else:
+            raise ValueError(f"Augmentation files are .jsonl, .csv or .tsv. Received: {path}")
+    for row in rows:
+        for column in ("idx", "label"):
+            if column in row:
+                row[column] = None if row[column] in ("", None) else int(row[column])
+        for column in [column for column in ("idx", "label") if row.get(column, 0) is None]:
+            del row[column]
+    return rows

@@ -1,0 +1,231 @@
+"""Results of few-shot experiments: a table shaped like the paper's Table 2, a CSV, and plots.
+
+Accuracies are test accuracies. Each cell reports the mean ± sample standard
+deviation (ddof=1) of the `k` runs ranked best by validation accuracy (the
+paper's top 3 of 10), and the same over all runs. The p-value compares CE
+with CE+SCL over all subsamples with a two-sided paired t-test (the two
+losses train on the same subsamples from the same initial weights); the
+top-k sets are picked by outcome and differ between the losses, so they are
+not tested.
+"""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from keras_scl.data import top_k as best_by_validation
+
+
+def _groups(runs):
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["task"], run["n"], run["loss"]), []).append(run)
+    return groups
+
+
+def _mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def summarise(runs, k=3):
+    """Per (task, N, loss): top-k and all-runs mean and std of test accuracy, and the run count.
+
+    Example:
+
+    >>> runs = [{"task": "t", "n": 20, "loss": "ce", "subsample": s, "val_accuracy": v, "test_accuracy": a}
+    ...         for s, (v, a) in enumerate([(0.9, 0.8), (0.5, 0.4), (0.7, 0.6)])]
+    >>> row = summarise(runs, k=2)[("t", 20, "ce")]
+    >>> round(row["top_mean"], 3), round(row["all_mean"], 3), row["count"]
+    (0.7, 0.6, 3)
+    """
+    summary = {}
+    for key, group in _groups(runs).items():
+        top_mean, top_std = _mean_std([run["test_accuracy"] for run in best_by_validation(group, k)])
+        all_mean, all_std = _mean_std([run["test_accuracy"] for run in group])
+        summary[key] = {"top_mean": top_mean, "top_std": top_std, "all_mean": all_mean, "all_std": all_std,
+                        "count": len(group)}
+    return summary
+
+
+def paired_p_value(runs, task, n, losses=("ce", "ce+scl")):
+    """Two-sided paired t-test of test accuracy between two losses over the subsamples both ran.
+
+    `nan` with fewer than two pairs; `1.0` when every pair is equal.
+
+    Example:
+
+    >>> runs = [{"task": "t", "n": 20, "loss": loss, "subsample": s, "test_accuracy": a + (loss == "ce+scl") * d}
+    ...         for s, (a, d) in enumerate([(0.6, 0.05), (0.7, 0.04), (0.5, 0.06)]) for loss in ("ce", "ce+scl")]
+    >>> round(paired_p_value(runs, "t", 20), 4)  # differences 5, 4, 6 points: t = 8.66 with 2 d.o.f.
+    0.0131
+    """
+    from scipy import stats
+
+    by_loss = [{} for _ in losses]
+    for run in runs:
+        if (run["task"], run["n"]) == (task, n) and run["loss"] in losses:
+            by_loss[losses.index(run["loss"])][run["subsample"]] = run["test_accuracy"]
+    shared = sorted(set(by_loss[0]) & set(by_loss[1]))
+    if len(shared) < 2:
+        return float("nan")
+    differences = np.array([by_loss[1][s] - by_loss[0][s] for s in shared])
+    if np.all(differences == differences[0]):
+        return 1.0 if differences[0] == 0 else 0.0
+    return float(stats.ttest_rel([by_loss[1][s] for s in shared], [by_loss[0][s] for s in shared]).pvalue)
+
+
+def _cell(mean, std):
+    if math.isnan(mean):
+        return "–"
+    return f"{100 * mean:.1f}" if math.isnan(std) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def markdown_table(runs, k=3):
+    """The paper's Table 2 for these runs: rows N × loss, a column per task, then the p-values.
+
+    Two tables: the top `k` runs by validation accuracy, and all runs; test
+    accuracy in %, mean ± std.
+    """
+    summary = summarise(runs, k)
+    tasks = list(dict.fromkeys(run["task"] for run in runs))
+    sizes = sorted({run["n"] for run in runs})
+    losses = [loss for loss in ("ce", "ce+scl") if any(run["loss"] == loss for run in runs)]
+    counts = sorted({row["count"] for row in summary.values()})
+    lines = []
+    for title, field in ((f"top {k} by validation accuracy", "top"), ("all runs", "all")):
+        lines += [f"Test accuracy (%), {title}; runs per cell: {', '.join(map(str, counts))}.", ""]
+        lines += ["| N | loss | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+        for n in sizes:
+            for loss in losses:
+                cells = []
+                for task in tasks:
+                    row = summary.get((task, n, loss))
+                    cells.append(_cell(row[f"{field}_mean"], row[f"{field}_std"]) if row else "–")
+                lines.append(f"| {n} | {loss.upper()} | " + " | ".join(cells) + " |")
+            if field == "all" and len(losses) == 2:
+                values = [paired_p_value(runs, task, n) for task in tasks]
+                lines.append(f"| {n} | p (paired t) | " + " | ".join(
+                    "–" if math.isnan(p) else f"{p:.3g}" for p in values) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(runs, path):
+    """Every run as a row of a CSV file (columns: the union of the runs' keys)."""
+    columns = list(dict.fromkeys(key for run in runs for key in run))
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(runs)
+
+
+def plot_accuracy_vs_n(runs, path, k=3):
+    """Test accuracy against N, one panel per task, CE and CE+SCL with top-k std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(runs, k)
+    tasks = list(dict.fromkeys(run["task"] for run in runs))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for loss, marker in (("ce", "o"), ("ce+scl", "s")):
+            points = sorted((n, row) for (name, n, kind), row in summary.items() if (name, kind) == (task, loss))
+            if not points:
+                continue
+            sizes = [n for n, _ in points]
+            means = [100 * row["top_mean"] for _, row in points]
+            errors = [0 if math.isnan(row["top_std"]) else 100 * row["top_std"] for _, row in points]
+            axis.errorbar(sizes, means, yerr=errors, marker=marker, capsize=3, label=loss.upper())
+        axis.set_xscale("log")
+        sizes = sorted({n for (t, n, _) in summary if t == task})
+        axis.set_xticks(sizes, [str(n) for n in sizes])
+        axis.minorticks_off()
+        axis.set_title(task)
+        axis.set_xlabel("training examples N")
+        axis.set_ylabel(f"test accuracy (%), top {k}")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def project_2d(embeddings, method="tsne", seed=0):
+    """2-D coordinates of `embeddings` by t-SNE (scikit-learn) or PCA."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(embeddings)
+    if method != "tsne":
+        raise ValueError(f"`method` must be 'tsne' or 'pca'. Received: method={method!r}")
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, (len(embeddings) - 1) / 3)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
+
+
+def silhouette(embeddings, labels):
+    """Silhouette score of the L2-normalised embeddings under cosine distance (`nan` for one class)."""
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(silhouette_score(np.asarray(embeddings, dtype=np.float64), labels, metric="cosine"))
+
+
+def plot_embeddings(panels, path, method="tsne", seed=0):
+    """Side-by-side 2-D views of embeddings coloured by label (the paper's Figure 2).
+
+    Args:
+        panels: `{title: (embeddings, labels)}`, e.g. `{"CE": ..., "CE+SCL": ...}`.
+        path: PNG file to write.
+        method: `"tsne"` or `"pca"`. Defaults to `"tsne"`.
+        seed: Seed of the projection. Defaults to `0`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for axis, (title, (embeddings, labels)) in zip(axes[0], panels.items(), strict=True):
+        points = project_2d(embeddings, method, seed)
+        for label in np.unique(labels):
+            chosen = labels == label
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.7, label=f"label {label}")
+        axis.set_title(f"{title}  (silhouette {silhouette(embeddings, labels):.2f})")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.legend(markerscale=2, fontsize=8)
+    figure.suptitle(f"{'t-SNE' if method == 'tsne' else 'PCA'} of test-set embeddings", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_reports(runs, output, k=3, method="tsne"):
+    """Writes `runs.csv`, `table.md`, `accuracy_vs_n.png` and one embedding plot per (task, N) into `output`.
+
+    Returns:
+        The Markdown table.
+    """
+    output = Path(output)
+    write_csv(runs, output / "runs.csv")
+    table = markdown_table(runs, k)
+    (output / "table.md").write_text(table)
+    plot_accuracy_vs_n(runs, output / "accuracy_vs_n.png", k)
+    for ce_path in sorted((output / "embeddings").glob("*_ce.npz")):
+        scl_path = ce_path.with_name(ce_path.name.replace("_ce.npz", "_ce+scl.npz"))
+        if scl_path.exists():
+            panels = {}
+            for title, file in (("CE", ce_path), ("CE+SCL", scl_path)):
+                with np.load(file) as data:
+                    panels[title] = (data["embeddings"], data["labels"])
+            plot_embeddings(panels, output / f"embeddings_{ce_path.stem.removesuffix('_ce')}.png", method)
+    return table
