@@ -14,6 +14,7 @@ the subsample) sets dropout and the batch order.
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -155,7 +156,11 @@ class _TaskRunner:
         source = self.config.init_from.format(loss=loss) if self.config.init_from else self.config.encoder
         if source not in self.classifiers:
             if self.config.init_from:
-                loaded = keras.saving.load_model(source)
+                with warnings.catch_warnings():
+                    # A KerasHub task saved after its default compile: Keras warns that it
+                    # cannot re-run a custom compile on load; the runner compiles anyway.
+                    warnings.filterwarnings("ignore", message=".*compile\\(\\)` was not called")
+                    loaded = keras.saving.load_model(source)
                 classifier = loaded.classifier if isinstance(loaded, SCLClassifier) else loaded
                 description = f"{type(classifier.backbone).__name__} from {source}"
                 if classifier.preprocessor is None:
@@ -296,6 +301,7 @@ def _run_task(runner, config, todo, augmentation, output, bar):
                 folder / f"{task.name.replace('/', '-')}_N{n}_{loss}.npz",
                 embeddings=embeddings,
                 labels=evaluation["test"][1],
+                label_names=np.array(task.spec.labels),
             )
         with open(output / "runs.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")

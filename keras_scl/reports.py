@@ -179,11 +179,13 @@ def silhouette(embeddings, labels):
     return float(silhouette_score(np.asarray(embeddings, dtype=np.float64), labels, metric="cosine"))
 
 
-def plot_embeddings(panels, path, method="tsne", seed=0):
+def plot_embeddings(panels, path, method="tsne", seed=0, label_names=None):
     """Side-by-side 2-D views of embeddings coloured by label (the paper's Figure 2).
 
     Args:
         panels: `{title: (embeddings, labels)}`, e.g. `{"CE": ..., "CE+SCL": ...}`.
+        label_names: Names for the legend; label `i` is `label_names[i]`.
+            Defaults to `"label i"`.
         path: PNG file to write.
         method: `"tsne"` or `"pca"`. Defaults to `"tsne"`.
         seed: Seed of the projection. Defaults to `0`.
@@ -198,7 +200,8 @@ def plot_embeddings(panels, path, method="tsne", seed=0):
         points = project_2d(embeddings, method, seed)
         for label in np.unique(labels):
             chosen = labels == label
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.7, label=f"label {label}")
+            name = label_names[label] if label_names is not None else f"label {label}"
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.7, label=str(name))
         axis.set_title(f"{title}  (silhouette {silhouette(embeddings, labels):.2f})")
         axis.set_xticks([])
         axis.set_yticks([])
@@ -223,9 +226,11 @@ def write_reports(runs, output, k=3, method="tsne"):
     for ce_path in sorted((output / "embeddings").glob("*_ce.npz")):
         scl_path = ce_path.with_name(ce_path.name.replace("_ce.npz", "_ce+scl.npz"))
         if scl_path.exists():
-            panels = {}
+            panels, label_names = {}, None
             for title, file in (("CE", ce_path), ("CE+SCL", scl_path)):
                 with np.load(file) as data:
                     panels[title] = (data["embeddings"], data["labels"])
-            plot_embeddings(panels, output / f"embeddings_{ce_path.stem.removesuffix('_ce')}.png", method)
+                    label_names = data["label_names"].tolist() if "label_names" in data else None
+            path = output / f"embeddings_{ce_path.stem.removesuffix('_ce')}.png"
+            plot_embeddings(panels, path, method, label_names=label_names)
     return table

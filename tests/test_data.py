@@ -202,6 +202,7 @@ def test_embedded_dataset_through_tfds_equals_the_files(tmp_path):
     task = load_task("mini/nli", data_dir=str(tmp_path))
     rows = read_split("nli", "validation")
     assert task.spec.features == ("premise", "hypothesis")
+    assert task.spec.labels == CONFIGS["nli"]["labels"] and task.spec.num_classes == 3
     assert len(task.train) == 600 and len(task.evaluation) == 400
     np.testing.assert_array_equal(task.evaluation.idx, np.arange(400))
     assert task.evaluation.texts[0].tolist() == [row["premise"] for row in rows]
@@ -217,7 +218,9 @@ def test_embedded_dataset_loads_without_tensorflow_datasets(tmp_path):
         "task = load_task('mini/films')\n"
         "print(len(task.train), len(task.evaluation), task.train.texts[0][0])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # As on a machine with torch and no TensorFlow (the Keras TensorFlow backend would need it).
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[:2] == ["600", "400"]
     assert " ".join(result.stdout.split()[2:]) == read_split("films", "train")[0]["text"]
@@ -295,3 +298,16 @@ def test_protocol_on_a_glue_task(glue_data_dir):
     assert np.bincount(task.evaluation.labels[splits.test]).tolist() == [6, 6]
     subset = task.train.take(splits.train[0])
     assert len(subset) == 8 and subset.idx.tolist() == splits.train[0].tolist()
+
+
+@pytest.mark.parametrize("name", ["sst2", "cola", "mrpc", "rte", "qnli", "mnli", "yelp2", "mini/films", "mini/nli"])
+def test_label_names_follow_the_tfds_features(name, tmp_path):
+    import tensorflow_datasets as tfds
+
+    import keras_scl.data.mini.builder  # noqa: F401
+
+    names = tfds.builder(TASKS[name].tfds_name, data_dir=str(tmp_path)).info.features["label"].names
+    if name == "yelp2":  # Yelp's own class names: "1" the negative reviews, "2" the positive ones
+        assert names == ["1", "2"]
+    else:
+        assert tuple(names) == TASKS[name].labels

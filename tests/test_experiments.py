@@ -117,6 +117,8 @@ def test_augmentation_rows_join_the_subsample_they_belong_to(tmp_path, data_dir)
     assert all(run["augmentation_rows"] == 4 + 1 and run["train_examples"] == 4 + 5 for run in runs)
 
 
+# KerasHub tasks compile themselves on creation, and Keras warns on load that it cannot redo that.
+@pytest.mark.filterwarnings("ignore:.*compile\\(\\)` was not called")
 def test_transfer_starts_from_the_saved_classifier_of_each_loss(tmp_path, data_dir):
     source = tmp_path / "source"
     run_experiment(_config(data_dir, num_subsamples=1, save_models=True), source, progress=False)

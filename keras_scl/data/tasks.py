@@ -19,28 +19,35 @@ class TaskSpec:
         tfds_name: TFDS dataset and config, e.g. `"glue/sst2"`.
         features: The text features, in model input order: one for a single
             sentence, two for a sentence pair.
-        num_classes: Number of labels.
+        labels: Label names, in the dataset's order (label `i` is
+            `labels[i]`).
         evaluation_split: The split the protocol draws its test and
             validation examples from.
     """
 
     tfds_name: str
     features: tuple
-    num_classes: int
+    labels: tuple
     evaluation_split: str = "validation"
 
+    @property
+    def num_classes(self):
+        return len(self.labels)
 
+
+_SENTIMENT = ("negative", "positive")
+_NLI = ("entailment", "neutral", "contradiction")
 TASKS = {
-    "sst2": TaskSpec("glue/sst2", ("sentence",), 2),
-    "cola": TaskSpec("glue/cola", ("sentence",), 2),
-    "mrpc": TaskSpec("glue/mrpc", ("sentence1", "sentence2"), 2),
-    "rte": TaskSpec("glue/rte", ("sentence1", "sentence2"), 2),
-    "qnli": TaskSpec("glue/qnli", ("question", "sentence"), 2),
-    "mnli": TaskSpec("glue/mnli", ("premise", "hypothesis"), 3, "validation_matched"),
-    "yelp2": TaskSpec("yelp_polarity_reviews", ("text",), 2, "test"),
-    "mini/films": TaskSpec("keras_scl_mini/films", ("text",), 2),
-    "mini/shops": TaskSpec("keras_scl_mini/shops", ("text",), 2),
-    "mini/nli": TaskSpec("keras_scl_mini/nli", ("premise", "hypothesis"), 3),
+    "sst2": TaskSpec("glue/sst2", ("sentence",), _SENTIMENT),
+    "cola": TaskSpec("glue/cola", ("sentence",), ("unacceptable", "acceptable")),
+    "mrpc": TaskSpec("glue/mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
+    "rte": TaskSpec("glue/rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
+    "qnli": TaskSpec("glue/qnli", ("question", "sentence"), ("entailment", "not_entailment")),
+    "mnli": TaskSpec("glue/mnli", ("premise", "hypothesis"), _NLI, "validation_matched"),
+    "yelp2": TaskSpec("yelp_polarity_reviews", ("text",), _SENTIMENT, "test"),
+    "mini/films": TaskSpec("keras_scl_mini/films", ("text",), _SENTIMENT),
+    "mini/shops": TaskSpec("keras_scl_mini/shops", ("text",), _SENTIMENT),
+    "mini/nli": TaskSpec("keras_scl_mini/nli", ("premise", "hypothesis"), _NLI),
 }
 
 
