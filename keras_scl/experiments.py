@@ -214,7 +214,8 @@ class _TaskRunner:
         for split, (split_features, split_labels) in (("val", validation), ("test", test)):
             logits = model.predict(split_features, batch_size=64, verbose=0)
             record[f"{split}_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == split_labels))
-        embeddings = model.embed(test[0], batch_size=64, verbose=0) if keep_embeddings else None
+        # float32: under a mixed policy they come out in bfloat16 or float16, which `.npz` cannot keep.
+        embeddings = model.embed(test[0], batch_size=64, verbose=0).astype("float32") if keep_embeddings else None
         if config.save_models:
             classifier.preprocessor = preprocessor
             path = self.output / "models" / f"{self.task.name.replace('/', '-')}_N{n}_s{subsample}_{loss}.keras"
@@ -239,8 +240,17 @@ def run_experiment(config, output, progress=True):
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     _check_resumable(config, output)
+    previous_policy = keras.config.dtype_policy()
     if config.dtype_policy:
         keras.config.set_dtype_policy(config.dtype_policy)
+    try:
+        _run_plan(config, output, progress)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return read_runs(output)
+
+
+def _run_plan(config, output, progress):
     augmentation = read_rows(config.augmentation) if config.augmentation else None
     done = {run_key(run["task"], run["n"], run["subsample"], run["loss"]) for run in read_runs(output)}
     plan = [
@@ -257,7 +267,6 @@ def run_experiment(config, output, progress=True):
         runner = _TaskRunner(config, task, output)
         _run_task(runner, config, [item for item in todo if item[0] == task_name], augmentation, output, bar)
     bar.close()
-    return read_runs(output)
 
 
 def _run_task(runner, config, todo, augmentation, output, bar):

@@ -102,6 +102,18 @@ def test_ce_and_scl_runs_differ_only_in_the_loss(tmp_path, data_dir):
     assert scl["final_loss"] == pytest.approx(0.1 * scl["final_ce_loss"] + 0.9 * scl["final_scl_loss"], rel=1e-4)
 
 
+def test_mixed_precision_runs_report_and_restore_the_policy(tmp_path, data_dir):
+    # What a GPU run uses (--dtype-policy mixed_bfloat16); bfloat16 also runs on CPU.
+    runs = run_experiment(_config(data_dir, num_subsamples=1, dtype_policy="mixed_bfloat16"), tmp_path, progress=False)
+    assert keras.config.dtype_policy().name == "float32"
+    assert [run["loss"] for run in runs] == ["ce", "ce+scl"] and all(run["examples_per_second"] > 0 for run in runs)
+    with np.load(tmp_path / "embeddings" / "mini-films_N4_ce+scl.npz") as data:
+        assert data["embeddings"].dtype == np.float32 and data["embeddings"].shape == (200, 64)
+        assert data["label_names"].tolist() == ["negative", "positive"]
+    write_reports(runs, tmp_path, k=1, method="pca")
+    assert (tmp_path / "embeddings_mini-films_N4.png").exists()
+
+
 def test_label_noise_flips_the_fraction_of_each_subsample(tmp_path, data_dir):
     runs = run_experiment(_config(data_dir, sizes=(10,), label_noise=0.3), tmp_path, progress=False)
     assert [run["flipped_labels"] for run in runs] == [3, 3, 3, 3]
