@@ -9,7 +9,8 @@ all 10, with a paired t-test between the losses.
 Without arguments it runs the embedded default, offline: the `keras_scl_mini`
 tasks shipped in the package and the pretrained MiniLM-L6 of the `minilm`
 extra (or a tiny random RoBERTa where that extra is missing), with settings
-sized for a few minutes on two CPU cores. Name a KerasHub preset or a local
+sized for a few minutes on two CPU cores (3 subsamples, top 2, 100
+validation examples: see EMBEDDED below). Name a KerasHub preset or a local
 checkpoint folder with --encoder and the defaults become the paper's: SST-2,
 QNLI and MNLI from TFDS, N = 20, 100, 1000, batch 16, τ = 0.3, λ = 0.9,
 lr 1e-5.
