@@ -99,3 +99,16 @@ class ShuffledBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self._order = self._next_order()
+
+
+def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
+    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out.
+
+    `x=` by keyword: KerasHub reads a positional tuple as `(x, y)`, and a
+    sentence pair is a tuple too.
+    """
+    chunks = [
+        keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=take(x, slice(start, start + chunk_size))))
+        for start in range(0, num_examples(x), chunk_size)
+    ]
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)

@@ -20,6 +20,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_scl.batching import preprocess_in_chunks
+from keras_scl.batching import take
 from keras_scl.data import augmentation_for
 from keras_scl.data import few_shot_splits
 from keras_scl.data import flip_labels
@@ -129,19 +131,9 @@ def _check_resumable(config, output):
     path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
 
-def _tokenise(preprocessor, inputs, chunk_size=1024):
-    """Token ids for `inputs` (strings, or a tuple of two arrays for pairs), as NumPy, in chunks."""
-    count = len(inputs[0]) if isinstance(inputs, tuple) else len(inputs)
-    chunks = []
-    for start in range(0, count, chunk_size):
-        part = tuple(column[start : start + chunk_size].tolist() for column in inputs) if isinstance(
-            inputs, tuple) else inputs[start : start + chunk_size].tolist()
-        chunks.append(keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=part)))
-    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
-
-
-def _take(features, positions):
-    return {name: values[positions] for name, values in features.items()}
+def _strings(inputs):
+    """Python lists for KerasHub's tokenizers, which refuse NumPy arrays of strings."""
+    return tuple(column.tolist() for column in inputs) if isinstance(inputs, tuple) else inputs.tolist()
 
 
 class _TaskRunner:
@@ -288,10 +280,15 @@ def _run_task(runner, config, todo, augmentation, output, bar):
     # Tokenise once: every training example any run uses, the validation and the test examples.
     used = np.unique(np.concatenate([np.concatenate(splits[n].train) for n in sizes]))
     _, preprocessor, _, description = runner.classifier(config.losses[0])
-    train_features = dict(zip(used.tolist(), range(len(used)), strict=True)), _tokenise(
-        preprocessor, task.train.take(used).inputs())
+    train_features = (
+        dict(zip(used.tolist(), range(len(used)), strict=True)),
+        preprocess_in_chunks(preprocessor, _strings(task.train.take(used).inputs())),
+    )
     evaluation = {
-        split: (_tokenise(preprocessor, task.evaluation.take(positions).inputs()), task.evaluation.labels[positions])
+        split: (
+            preprocess_in_chunks(preprocessor, _strings(task.evaluation.take(positions).inputs())),
+            task.evaluation.labels[positions],
+        )
         for split, positions in (("val", any_split.validation), ("test", any_split.test))
     }
     bar.set_description(task.name)
@@ -326,7 +323,7 @@ def _training_set(task, train_features, positions, config, subsample, augmentati
     Returns `(features, labels, {"flipped_labels": ..., "augmentation_rows": ...})`.
     """
     index_of, tokens = train_features
-    features = _take(tokens, [index_of[position] for position in positions.tolist()])
+    features = take(tokens, [index_of[position] for position in positions.tolist()])
     labels = task.train.labels[positions]
     changes = {"flipped_labels": 0, "augmentation_rows": 0}
     if config.label_noise:
@@ -336,7 +333,7 @@ def _training_set(task, train_features, positions, config, subsample, augmentati
         rows, sources = augmentation_for(augmentation, task.train.idx[positions])
         if rows:
             columns = tuple(np.array([row[feature] for row in rows], dtype=object) for feature in task.spec.features)
-            extra = _tokenise(preprocessor, columns[0] if len(columns) == 1 else columns)
+            extra = preprocess_in_chunks(preprocessor, _strings(columns[0] if len(columns) == 1 else columns))
             extra_labels = np.array(
                 [labels[source] if source >= 0 else row["label"] for row, source in zip(rows, sources, strict=True)])
             features = {name: np.concatenate([features[name], extra[name]]) for name in features}

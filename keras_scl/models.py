@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import num_examples
+from keras_scl.batching import preprocess_in_chunks
 from keras_scl.batching import take
 from keras_scl.losses import SupervisedContrastiveLoss
 
@@ -113,19 +114,6 @@ def _is_in_memory(x):
     if isinstance(x, tuple):
         return all(_is_in_memory(value) for value in x)
     return isinstance(x, (list, np.ndarray)) or ops.is_tensor(x)
-
-
-def _preprocess_once(preprocessor, x, chunk_size=1024):
-    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out.
-
-    `x=` by keyword: KerasHub reads a positional tuple as `(x, y)`, and a
-    sentence pair is a tuple too.
-    """
-    chunks = [
-        keras.tree.map_structure(ops.convert_to_numpy, preprocessor(x=take(x, slice(start, start + chunk_size))))
-        for start in range(0, num_examples(x), chunk_size)
-    ]
-    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
@@ -294,9 +282,9 @@ class SCLClassifier(keras_hub.models.Task):
                 **kwargs,
             )
         if self.preprocessor is not None:
-            x = _preprocess_once(self.preprocessor, x)
+            x = preprocess_in_chunks(self.preprocessor, x)
             if isinstance(validation_data, (list, tuple)) and _is_in_memory(validation_data[0]):
-                validation_data = (_preprocess_once(self.preprocessor, validation_data[0]), *validation_data[1:])
+                validation_data = (preprocess_in_chunks(self.preprocessor, validation_data[0]), *validation_data[1:])
         validation_split = kwargs.pop("validation_split", None)
         if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
             start = num_examples(x) - int(num_examples(x) * validation_split)
