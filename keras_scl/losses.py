@@ -50,7 +50,58 @@ def _class_ids(y_true, batch_size):
     return ops.argmax(y_true, axis=-1)
 
 
-def _per_anchor_terms(y_true, y_pred, temperature):
+def _normalized(embeddings):
+    embeddings = ops.cast(embeddings, "float32")
+    squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
+    return embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_EPSILON)
+
+
+def _keys(labels, memory_labels):
+    """Labels of the keys (the batch, then the memory) and which keys are filled.
+
+    Returns `(key_labels, key_is_filled)`, int32 and bool of shape `(keys,)`.
+    """
+    labels = ops.cast(labels, "int32")
+    if memory_labels is None:
+        return labels, ops.ones_like(labels, dtype="bool")
+    memory_labels = ops.cast(ops.reshape(memory_labels, (-1,)), "int32")
+    key_labels = ops.concatenate([labels, memory_labels])
+    return key_labels, ops.concatenate([ops.ones_like(labels, dtype="bool"), memory_labels >= 0])
+
+
+def _positive_mask(labels, key_labels, key_is_filled):
+    """`mask[i, k]`: key `k` is a positive of anchor `i` (same label, filled, not `i` itself)."""
+    batch_size = ops.shape(labels)[0]
+    is_self = ops.eye(batch_size, ops.shape(key_labels)[0], dtype="bool")
+    same_label = ops.equal(ops.expand_dims(ops.cast(labels, "int32"), 1), ops.expand_dims(key_labels, 0))
+    return same_label & ops.expand_dims(key_is_filled, 0) & ops.logical_not(is_self), is_self
+
+
+def anchors_with_positive(y_true, memory_labels=None):
+    """Which anchors of a batch have a positive: another example, or a memory entry, with their label.
+
+    Args:
+        y_true: Labels in any layout `supervised_contrastive_loss` takes.
+        memory_labels: Labels of a memory's entries, negative for an empty
+            slot, or `None`.
+
+    Returns:
+        bool tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> keras.ops.convert_to_numpy(anchors_with_positive(np.array([0, 0, 1]))).tolist()
+    [True, True, False]
+    >>> keras.ops.convert_to_numpy(anchors_with_positive(np.array([0, 0, 1]), np.array([1, -1]))).tolist()
+    [True, True, True]
+    """
+    labels = _class_ids(ops.convert_to_tensor(y_true), None)
+    positive_mask, _ = _positive_mask(labels, *_keys(labels, memory_labels))
+    return ops.any(positive_mask, axis=1)
+
+
+def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memory_labels=None):
     """The loss of each anchor, and whether it had a positive.
 
     Returns:
@@ -63,7 +114,11 @@ def _per_anchor_terms(y_true, y_pred, temperature):
         raise ValueError(
             f"`y_pred` must be embeddings of shape (batch, dim). Received: y_pred.shape={tuple(y_pred.shape)}"
         )
+    if (memory_embeddings is None) != (memory_labels is None):
+        raise ValueError("`memory_embeddings` and `memory_labels` go together: give both or neither.")
     labels = _class_ids(y_true, y_pred.shape[0])
+    if isinstance(temperature, keras.Variable):
+        temperature = ops.cast(temperature, "float32")
 
     # Similarities in float32 whatever the compute dtype: exp(1/τ) for τ = 0.05
     # is e^20, far past what float16 holds, and bf16 loses the small differences.
@@ -71,31 +126,33 @@ def _per_anchor_terms(y_true, y_pred, temperature):
     # Constants enter through Python operators and `*_like` tensors, never as a
     # Python number given to `ops.where` or `ops.maximum`: on the torch backend
     # those become a new device tensor, a host-to-device copy that stalls a GPU.
-    embeddings = ops.cast(y_pred, "float32")
-    squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
-    normalized = embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_EPSILON)
-    logits = ops.matmul(normalized, ops.transpose(normalized)) / temperature
+    anchors = _normalized(y_pred)
+    keys = anchors
+    if memory_embeddings is not None:
+        # The memory is a record of past batches: no gradient flows into it.
+        keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(ops.convert_to_tensor(memory_embeddings)))])
+    logits = ops.matmul(anchors, ops.transpose(keys)) / temperature
 
-    batch_size = ops.shape(logits)[0]
-    is_self = ops.eye(batch_size, dtype="bool")
-    positive_mask = ops.cast(
-        ops.logical_and(ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)), ops.logical_not(is_self)),
-        "float32",
-    )
-    # The anchor leaves its own denominator. In a batch of one there is no
-    # other example: the row keeps its self-similarity, so that the
-    # log-sum-exp stays finite (the anchor has no positive: its loss is 0).
-    excluded = is_self & (batch_size > 1)
+    key_labels, key_is_filled = _keys(labels, memory_labels)
+    positive_mask, is_self = _positive_mask(labels, key_labels, key_is_filled)
+    # The anchor leaves its own denominator, and empty memory slots leave every
+    # denominator. An anchor with no other key at all (a batch of one, with no
+    # memory) keeps its self-similarity, so that the log-sum-exp stays finite
+    # (it has no positive: its loss is 0).
+    is_other_key = ops.expand_dims(key_is_filled, 0) & ops.logical_not(is_self)
+    has_other_key = ops.any(is_other_key, axis=1, keepdims=True)
+    excluded = (is_self & has_other_key) | ops.logical_not(ops.expand_dims(key_is_filled, 0))
     log_denominator = ops.logsumexp(ops.where(excluded, logits - float("inf"), logits), axis=1, keepdims=True)
     log_probability = logits - log_denominator  # finite everywhere, so masking by product is exact
 
+    positive_mask = ops.cast(positive_mask, "float32")
     positive_count = ops.sum(positive_mask, axis=1)
     positive_loss = ops.sum(-log_probability * positive_mask, axis=1)
     loss = positive_loss / ops.maximum(positive_count, ops.ones_like(positive_count))
     return loss, positive_count > 0
 
 
-def supervised_contrastive_loss(y_true, y_pred, temperature=0.3):
+def supervised_contrastive_loss(y_true, y_pred, temperature=0.3, memory_embeddings=None, memory_labels=None):
     """Per-anchor supervised contrastive loss (Gunel et al., 2021).
 
     For anchor `i` with positives `P(i)` (the other examples with its label)
@@ -108,11 +165,21 @@ def supervised_contrastive_loss(y_true, y_pred, temperature=0.3):
     An anchor with no positive in the batch gets 0. The sum in the
     denominator is a masked log-sum-exp computed in float32.
 
+    With a memory (a cross-batch queue of past embeddings, off in the
+    paper), the memory's entries join the keys: they are positives of the
+    anchors with their label and sit in every anchor's denominator, but are
+    not anchors themselves, and no gradient flows into them.
+
     Args:
         y_true: Labels: integer class ids of shape `(batch,)` or `(batch, 1)`,
             or one-hot of shape `(batch, num_classes)`.
         y_pred: Embeddings of shape `(batch, dim)`; they need not be normalised.
-        temperature: τ > 0. Defaults to `0.3`.
+        temperature: τ > 0, a number or a `keras.Variable`. Defaults to `0.3`.
+        memory_embeddings: Embeddings of earlier batches, shape
+            `(memory_size, dim)`, or `None` (no memory). Defaults to `None`.
+        memory_labels: Class ids of the memory's entries, shape
+            `(memory_size,)`; a negative id marks an empty slot, left out of
+            every sum. Defaults to `None`.
 
     Returns:
         float32 tensor of shape `(batch,)`.
@@ -124,11 +191,15 @@ def supervised_contrastive_loss(y_true, y_pred, temperature=0.3):
     >>> loss = supervised_contrastive_loss(np.array([0, 0, 1]), embeddings)
     >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(loss)]
     [0.0358, 0.0513, 0.0]
+    >>> loss = supervised_contrastive_loss(np.array([0, 0, 1]), embeddings,
+    ...     memory_embeddings=np.array([[0.1, 1.0], [0.0, 0.0]]), memory_labels=np.array([1, -1]))
+    >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(loss)]
+    [0.0835, 0.1183, 0.085]
 
     Reference: Gunel, Du, Conneau, Stoyanov. Supervised Contrastive Learning
     for Pre-trained Language Model Fine-tuning. ICLR 2021 (arXiv:2011.01403).
     """
-    loss, _ = _per_anchor_terms(y_true, y_pred, temperature)
+    loss, _ = _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings, memory_labels)
     return loss
 
 
@@ -152,8 +223,10 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
     A batch with no positive at all gives 0.
 
     Args:
-        temperature: τ > 0 that divides the cosine similarities. Defaults to
-            `0.3`, the setting reproductions of the paper use for few-shot.
+        temperature: τ > 0 that divides the cosine similarities, a number or
+            a `keras.Variable`. Defaults to `0.3`, the setting reproductions
+            of the paper use for few-shot. (`SCLClassifier.compile` binds it
+            to the model's `temperature` variable, which schedules move.)
         reduction: One of the reductions above. Defaults to
             `"sum_over_batch_size"`.
         name: Name of the loss. Defaults to `"supervised_contrastive_loss"`.
@@ -188,11 +261,12 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         return supervised_contrastive_loss(y_true, y_pred, temperature=self.temperature)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true, y_pred, sample_weight=None, memory_embeddings=None, memory_labels=None):
+        """The reduced loss; `memory_embeddings` and `memory_labels` as in `supervised_contrastive_loss`."""
         # Keras' own reduction divides by the batch size; ours divides by the
         # anchors that have a positive, so the reduction is done here.
         with keras.name_scope(self.name):
-            loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature)
+            loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature, memory_embeddings, memory_labels)
             weights = ops.ones_like(loss)
             if sample_weight is not None:
                 weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) * weights
@@ -210,5 +284,6 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config["temperature"] = self.temperature
+        # A float, also while a model's schedule moves it through a variable.
+        config["temperature"] = float(ops.convert_to_numpy(self.temperature))
         return config

@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 def value_and_gradient(fn, x):
     """`fn(x)` and its gradient with respect to `x`, on the active backend.
 
-    Returns NumPy arrays. `fn` maps a tensor to a scalar tensor.
+    Returns NumPy arrays. `fn` maps a tensor to a scalar tensor; where `x`
+    does not reach the value, the gradient is zeros on every backend.
     """
     backend = keras.backend.backend()
     if backend == "torch":
@@ -20,7 +21,10 @@ def value_and_gradient(fn, x):
 
         tensor = keras.ops.convert_to_tensor(x).detach().requires_grad_()
         value = fn(tensor)
-        (gradient,) = torch.autograd.grad(value, tensor)
+        if value.requires_grad:
+            (gradient,) = torch.autograd.grad(value, tensor, allow_unused=True, materialize_grads=True)
+        else:  # nothing that needs a gradient reached the value
+            gradient = torch.zeros_like(tensor)
         return value.detach().float().cpu().numpy(), gradient.float().cpu().numpy()
     if backend == "jax":
         import jax
@@ -33,7 +37,7 @@ def value_and_gradient(fn, x):
         tensor = tf.Variable(keras.ops.convert_to_tensor(x))
         with tf.GradientTape() as tape:
             value = fn(tensor)
-        gradient = tape.gradient(value, tensor)
+        gradient = tape.gradient(value, tensor, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return np.asarray(tf.cast(value, "float32")), np.asarray(tf.cast(gradient, "float32"))
     raise NotImplementedError(backend)
 

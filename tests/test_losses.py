@@ -9,25 +9,32 @@ from keras import ops
 
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl import supervised_contrastive_loss
+from keras_scl.losses import anchors_with_positive
 
 
 # --- A plain reference: loops in float64, the formula of PAPER.md -----------
-def reference_per_anchor(labels, embeddings, temperature):
-    embeddings = np.asarray(embeddings, dtype=np.float64)
+def reference_per_anchor(labels, embeddings, temperature, memory=None):
+    """`memory`: `(embeddings, labels)` of extra keys (not anchors); label < 0 is an empty slot."""
+    key_labels, key_embeddings = list(labels), list(np.asarray(embeddings, dtype=np.float64))
+    if memory is not None:
+        for row, label in zip(*memory, strict=True):
+            if label >= 0:
+                key_labels.append(label)
+                key_embeddings.append(np.asarray(row, dtype=np.float64))
     normalized = []
-    for row in embeddings:
+    for row in key_embeddings:
         norm = math.sqrt(sum(v * v for v in row))
         normalized.append(row / norm if norm > 0 else row)
-    batch_size = len(labels)
+    batch_size, key_count = len(labels), len(key_labels)
     losses, has_positive = [], []
     for i in range(batch_size):
-        positives = [j for j in range(batch_size) if j != i and labels[j] == labels[i]]
+        positives = [j for j in range(key_count) if j != i and key_labels[j] == labels[i]]
         if not positives:
             losses.append(0.0)
             has_positive.append(False)
             continue
-        similarity = [float(np.dot(normalized[i], normalized[k])) / temperature for k in range(batch_size)]
-        denominator = sum(math.exp(similarity[k]) for k in range(batch_size) if k != i)
+        similarity = [float(np.dot(normalized[i], normalized[k])) / temperature for k in range(key_count)]
+        denominator = sum(math.exp(similarity[k]) for k in range(key_count) if k != i)
         terms = [math.log(math.exp(similarity[p]) / denominator) for p in positives]
         losses.append(-sum(terms) / len(positives))
         has_positive.append(True)
@@ -269,3 +276,84 @@ def test_config_round_trips():
     assert (restored.temperature, restored.reduction, restored.name) == (0.1, "sum", "scl")
     labels, embeddings = make_batch(6, 4, "random")
     np.testing.assert_allclose(float(restored(labels, embeddings)), float(loss(labels, embeddings)))
+
+
+# --- A labelled memory (cross-batch queue) ----------------------------------
+def make_memory(size, dim, filled, seed=1):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=size)
+    labels[filled:] = -1
+    return rng.normal(size=(size, dim)).astype("float32"), labels
+
+
+@pytest.mark.parametrize("filled", [0, 1, 3, 6])
+@pytest.mark.parametrize("pattern", sorted(LABEL_PATTERNS))
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_memory_values_match_reference(batch_size, pattern, filled):
+    labels, embeddings = make_batch(batch_size, 5, pattern)
+    memory = make_memory(6, 5, filled)
+    expected, _ = reference_per_anchor(labels, embeddings, 0.3, memory)
+    loss = supervised_contrastive_loss(labels, embeddings, 0.3, memory_embeddings=memory[0], memory_labels=memory[1])
+    np.testing.assert_allclose(ops.convert_to_numpy(loss), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", ["random", "all_distinct", "with_singletons"])
+def test_memory_gradient_matches_reference_and_spares_the_memory(pattern):
+    labels, embeddings = make_batch(6, 4, pattern)
+    memory = make_memory(5, 4, filled=4)
+    loss = SupervisedContrastiveLoss(temperature=0.3)
+
+    def with_memory(x):
+        return loss(labels, x, memory_embeddings=memory[0], memory_labels=memory[1])
+
+    value, gradient = value_and_gradient(with_memory, embeddings)
+    expected = reference_gradient(lambda x: reference_mean_with_memory(labels, x, memory), embeddings)
+    np.testing.assert_allclose(value, reference_mean_with_memory(labels, embeddings, memory), rtol=1e-5)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5)
+    _, memory_gradient = value_and_gradient(
+        lambda m: loss(labels, embeddings, memory_embeddings=m, memory_labels=memory[1]), memory[0]
+    )
+    np.testing.assert_array_equal(memory_gradient, np.zeros_like(memory[0]))
+
+
+def reference_mean_with_memory(labels, embeddings, memory):
+    losses, has_positive = reference_per_anchor(labels, embeddings, 0.3, memory)
+    return losses[has_positive].sum() / max(has_positive.sum(), 1)
+
+
+@pytest.mark.parametrize("memory_size", [0, 4])
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_absent_or_empty_memory_equals_the_plain_loss(batch_size, memory_size):
+    labels, embeddings = make_batch(batch_size, 3, "random")
+    plain, plain_gradient = value_and_gradient(lambda x: SupervisedContrastiveLoss()(labels, x), embeddings)
+    empty = (np.ones((memory_size, 3), "float32"), -np.ones(memory_size, "int32"))
+    value, gradient = value_and_gradient(
+        lambda x: SupervisedContrastiveLoss()(labels, x, memory_embeddings=empty[0], memory_labels=empty[1]),
+        embeddings,
+    )
+    # Equal up to the order of float32 operations (one more zero term in the sums).
+    np.testing.assert_allclose(value, plain, rtol=1e-6)
+    np.testing.assert_allclose(gradient, plain_gradient, rtol=1e-5, atol=1e-7)
+
+
+def test_memory_gives_a_lone_anchor_its_positive():
+    embeddings = np.array([[1.0, 0.0]], "float32")
+    memory = (np.array([[1.0, 0.2], [0.0, 1.0]], "float32"), np.array([4, 5]))
+    loss = supervised_contrastive_loss([4], embeddings, 0.5, memory_embeddings=memory[0], memory_labels=memory[1])
+    expected, _ = reference_per_anchor([4], embeddings, 0.5, memory)
+    np.testing.assert_allclose(ops.convert_to_numpy(loss), expected, rtol=1e-5)
+    assert float(ops.convert_to_numpy(loss)[0]) > 0
+
+
+def test_anchors_with_positive_counts_memory_positives():
+    labels = np.array([0, 1, 1, 2])
+    assert ops.convert_to_numpy(anchors_with_positive(labels)).tolist() == [False, True, True, False]
+    with_memory = anchors_with_positive(labels, memory_labels=np.array([2, -1, 7]))
+    assert ops.convert_to_numpy(with_memory).tolist() == [False, True, True, True]
+    _, expected = reference_per_anchor(labels, np.eye(4), 0.3, (np.ones((3, 4)), np.array([2, -1, 7])))
+    assert ops.convert_to_numpy(with_memory).tolist() == expected.tolist()
+
+
+def test_memory_needs_both_parts():
+    with pytest.raises(ValueError, match="memory_embeddings.*memory_labels"):
+        supervised_contrastive_loss([0, 0], np.eye(2), memory_embeddings=np.eye(2))
