@@ -12,6 +12,7 @@ from keras_scl.batching import num_examples
 from keras_scl.batching import preprocess_in_chunks
 from keras_scl.batching import take
 from keras_scl.losses import SupervisedContrastiveLoss
+from keras_scl.losses import anchors_with_positive
 
 EMBEDDINGS = ("cls", "pooled")
 
@@ -19,6 +20,16 @@ EMBEDDINGS = ("cls", "pooled")
 def _check_scl_weight(scl_weight):
     if not isinstance(scl_weight, numbers.Real) or not 0.0 <= scl_weight <= 1.0:
         raise ValueError(f"`scl_weight` must be a number in [0, 1]. Received: scl_weight={scl_weight!r}")
+
+
+def _check_temperature(temperature):
+    if not isinstance(temperature, numbers.Real) or not temperature > 0:
+        raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
 
 
 def _cannot_tap(classifier, reason):
@@ -127,8 +138,9 @@ class SCLClassifier(keras_hub.models.Task):
     one forward pass, and the layers are the classifier's own: training this
     model trains `classifier`.
 
-    `fit()` and `evaluate()` log `loss`, `ce_loss`, `scl_loss` and the
-    compiled metrics (on the logits). Like any KerasHub task, the model
+    `fit()` and `evaluate()` log `loss`, `ce_loss`, `scl_loss`,
+    `positive_fraction` (the fraction of anchors that had a positive: SCL
+    learns nothing from the others) and the compiled metrics (on the logits). Like any KerasHub task, the model
     preprocesses raw strings when the classifier has a preprocessor, and
     takes token ids otherwise. Calling the model returns
     `{"logits": ..., "embedding": ...}`; `predict()` returns the logits, as the
@@ -146,7 +158,28 @@ class SCLClassifier(keras_hub.models.Task):
             final hidden state at the start token (the paper), or `"pooled"`,
             the feature the classifier's output layer reads (RoBERTa's pooled
             dense output, BERT's pooler output). Defaults to `"cls"`.
+        memory_size: M, the size of a labelled memory (a cross-batch queue):
+            the embeddings and labels of the last M training examples,
+            detached, join the keys of the SCL loss (positives and
+            denominator; see `supervised_contrastive_loss`). It helps small
+            batches, where few anchors find a positive. Training steps only;
+            `evaluate()` uses the plain loss. Needs a
+            `SupervisedContrastiveLoss`. Defaults to `0`: no memory, as in the
+            paper.
+        memory_warmup_steps: Training steps that fill the memory before it
+            joins the loss (early embeddings move fast and go stale).
+            Defaults to `0`.
         name: Name of the model. Defaults to `"scl_classifier"`.
+
+    λ and τ live in non-trainable variables of the model (`scl_weight`,
+    `temperature`): assigning them between steps, as the schedules in
+    `keras_scl.callbacks` do, reaches a compiled train step without a
+    retrace. `compile()` sets `temperature` from its loss.
+
+    The memory is a FIFO queue, oldest entry first: after each training
+    step, the step's embeddings (float32) and class ids are appended and the
+    oldest entries fall out; empty slots have label -1. The loss of a step
+    reads the memory as it was before the step. `memory` returns it.
 
     Example:
 
@@ -161,13 +194,24 @@ class SCLClassifier(keras_hub.models.Task):
     >>> history = model.fit(["a fine film", "a dull film"] * 4, [1, 0] * 4,
     ...                     batch_size=8, epochs=1, verbose=0)
     >>> sorted(history.history)
-    ['ce_loss', 'loss', 'scl_loss', 'sparse_categorical_accuracy']
+    ['ce_loss', 'loss', 'positive_fraction', 'scl_loss', 'sparse_categorical_accuracy']
     >>> model.predict(["a fine film"], verbose=0).shape
     (1, 2)
     """
 
-    def __init__(self, classifier, scl_weight=0.9, embedding="cls", name="scl_classifier", **kwargs):
+    def __init__(
+        self,
+        classifier,
+        scl_weight=0.9,
+        embedding="cls",
+        memory_size=0,
+        memory_warmup_steps=0,
+        name="scl_classifier",
+        **kwargs,
+    ):
         _check_scl_weight(scl_weight)
+        _check_count("memory_size", memory_size)
+        _check_count("memory_warmup_steps", memory_warmup_steps)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"`embedding` must be one of {EMBEDDINGS}. Received: embedding={embedding!r}")
 
@@ -187,18 +231,25 @@ class SCLClassifier(keras_hub.models.Task):
         )
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.scl_tracker = keras.metrics.Mean(name="scl_loss")
-        # A variable, not a constant: a compiled train step reads its current
-        # value, so λ can change between steps without retracing.
-        self._scl_weight = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(scl_weight),
-            trainable=False,
-            dtype="float32",
-            name="scl_weight",
-        )
+        self.positive_fraction_tracker = keras.metrics.Mean(name="positive_fraction")
+        # Variables, not constants: a compiled train step reads their current
+        # values, so λ and τ can change between steps without retracing.
+        self._scl_weight = self._state("scl_weight", (), scl_weight)
+        self._temperature = self._state("temperature", (), 0.3)
+        if memory_size:
+            self._memory_embeddings = self._state("memory_embeddings", (memory_size, features.shape[-1]), 0.0)
+            self._memory_labels = self._state("memory_labels", (memory_size,), -1, dtype="int32")
+            self._memory_steps = self._state("memory_steps", (), 0, dtype="int32")
 
         # === Config ===
         self.embedding = embedding
+        self.memory_size = memory_size
+        self.memory_warmup_steps = memory_warmup_steps
+
+    def _state(self, name, shape, value, dtype="float32"):
+        return self.add_weight(
+            shape=shape, initializer=keras.initializers.Constant(value), trainable=False, dtype=dtype, name=name
+        )
 
     @property
     def scl_weight(self):
@@ -209,6 +260,23 @@ class SCLClassifier(keras_hub.models.Task):
     def scl_weight(self, value):
         _check_scl_weight(value)
         self._scl_weight.assign(value)
+
+    @property
+    def temperature(self):
+        """τ of the compiled `SupervisedContrastiveLoss`, as a Python float; assign to change it."""
+        return float(ops.convert_to_numpy(self._temperature))
+
+    @temperature.setter
+    def temperature(self, value):
+        _check_temperature(value)
+        self._temperature.assign(value)
+
+    @property
+    def memory(self):
+        """The labelled memory as NumPy `(embeddings, labels)`, oldest entry first; label -1 marks an empty slot."""
+        if not self.memory_size:
+            raise ValueError("This model has no memory: build it with `memory_size` > 0.")
+        return ops.convert_to_numpy(self._memory_embeddings), ops.convert_to_numpy(self._memory_labels)
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures the model for training, as `keras.Model.compile`.
@@ -225,8 +293,19 @@ class SCLClassifier(keras_hub.models.Task):
         """
         # Keras' compiled loss would pair one loss with each output; this model
         # combines its two terms itself in `compute_loss`.
+        loss = SupervisedContrastiveLoss() if loss is None else keras.losses.get(loss)
+        if isinstance(loss, SupervisedContrastiveLoss):
+            # A copy that reads τ from this model's variable (the caller's loss stays as it was).
+            self.temperature = float(ops.convert_to_numpy(loss.temperature))
+            loss = SupervisedContrastiveLoss.from_config(loss.get_config())
+            loss.temperature = self._temperature
+        elif self.memory_size:
+            raise ValueError(
+                "A memory (`memory_size` > 0) needs a `keras_scl.SupervisedContrastiveLoss`. "
+                f"Received: loss={loss!r}"
+            )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self.loss = SupervisedContrastiveLoss() if loss is None else keras.losses.get(loss)
+        self.loss = loss
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -244,7 +323,10 @@ class SCLClassifier(keras_hub.models.Task):
         one_hot = len(y.shape) == 2 and y.shape[-1] == logits.shape[-1] and y.shape[-1] > 1
         cross_entropy = self._categorical_cross_entropy if one_hot else self._sparse_cross_entropy
         ce_loss = cross_entropy(y, logits, sample_weight=sample_weight)
-        scl_loss = self.loss(y, embedding, sample_weight=sample_weight)
+        memory = self._memory_for_loss() if training and self.memory_size else {}
+        scl_loss = self.loss(y, embedding, sample_weight=sample_weight, **memory)
+        if memory:
+            self._enqueue(embedding, ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,)))
         scl_weight = ops.cast(self._scl_weight, ce_loss.dtype)
         loss = (1.0 - scl_weight) * ce_loss + scl_weight * ops.cast(scl_loss, ce_loss.dtype)
         for extra_loss in self.losses:  # regularisers, as Keras' own compute_loss adds them
@@ -255,7 +337,26 @@ class SCLClassifier(keras_hub.models.Task):
         batch_size = ops.sum(ops.ones_like(logits[:, 0], dtype="float32"))
         self.ce_tracker.update_state(ce_loss, sample_weight=batch_size)
         self.scl_tracker.update_state(scl_loss, sample_weight=batch_size)
+        self.positive_fraction_tracker.update_state(
+            ops.cast(anchors_with_positive(y, memory.get("memory_labels")), "float32")
+        )
         return loss
+
+    def _memory_for_loss(self):
+        """The memory as loss arguments; all slots read as empty during the warm-up."""
+        # `.value` of each variable: inside a JAX train step it is the step's state.
+        labels = self._memory_labels.value
+        in_use = self._memory_steps.value >= self.memory_warmup_steps
+        labels = ops.where(in_use, labels, -ops.ones_like(labels))
+        return {"memory_embeddings": self._memory_embeddings.value, "memory_labels": labels}
+
+    def _enqueue(self, embedding, labels):
+        embedding = ops.cast(ops.stop_gradient(embedding), "float32")
+        embeddings = ops.concatenate([self._memory_embeddings.value, embedding])
+        labels = ops.concatenate([self._memory_labels.value, ops.cast(labels, "int32")])
+        self._memory_embeddings.assign(embeddings[-self.memory_size :])
+        self._memory_labels.assign(labels[-self.memory_size :])
+        self._memory_steps.assign(self._memory_steps.value + 1)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
@@ -320,6 +421,8 @@ class SCLClassifier(keras_hub.models.Task):
             "classifier": classifier,
             "scl_weight": self.scl_weight,
             "embedding": self.embedding,
+            "memory_size": self.memory_size,
+            "memory_warmup_steps": self.memory_warmup_steps,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -12,6 +12,7 @@ from keras import ops
 import keras_scl
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
+from keras_scl.batching import take
 from keras_scl.offline import tiny_roberta_classifier
 
 TEXTS = [
@@ -71,10 +72,15 @@ def test_fit_evaluate_predict_on_raw_strings():
     classifier = tiny_roberta_classifier(num_classes=2)
     model = compiled(SCLClassifier(classifier, scl_weight=0.9))
     history = model.fit(TEXTS, LABELS, batch_size=8, epochs=2, validation_data=(TEXTS, LABELS), verbose=0)
-    expected = {"loss", "ce_loss", "scl_loss", "sparse_categorical_accuracy"}
+    expected = {"loss", "ce_loss", "scl_loss", "positive_fraction", "sparse_categorical_accuracy"}
     assert set(history.history) == expected | {f"val_{name}" for name in expected}
     assert all(np.isfinite(values).all() for values in history.history.values())
 
+    mixed = np.array([1, 0, 1, 1, 0, 1, 0, 0])
+    results = model.evaluate(TEXTS, mixed, batch_size=3, verbose=0, return_dict=True)
+    # Batches [1 0 1], [1 0 1], [0 0]: an anchor has a positive when its label occurs twice in its batch.
+    counts = [np.sum(batch == label) for batch in np.split(mixed, [3, 6]) for label in batch]
+    assert results["positive_fraction"] == pytest.approx(np.mean(np.array(counts) > 1)) == pytest.approx(6 / 8)
     results = model.evaluate(TEXTS, LABELS, batch_size=8, verbose=0, return_dict=True)
     np.testing.assert_allclose(results["loss"], 0.1 * results["ce_loss"] + 0.9 * results["scl_loss"], rtol=1e-5)
     outputs = model(classifier.preprocessor(TEXTS))
@@ -396,3 +402,102 @@ def test_embed_returns_the_start_token_state_of_the_backbone():
     model = SCLClassifier(classifier)
     expected = ops.convert_to_numpy(classifier.backbone(inputs))[:, 0, :]
     np.testing.assert_allclose(model.embed(inputs, batch_size=3, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_binds_the_loss_temperature_to_a_variable_a_compiled_step_reads():
+    classifier = tiny_roberta_classifier(num_classes=2, preprocessor=False)
+    inputs = tokenized(tiny_roberta_classifier(num_classes=2))
+    given = SupervisedContrastiveLoss(temperature=0.5)
+    model = SCLClassifier(classifier)
+    model.compile(optimizer="adam", loss=given)
+    assert model.temperature == 0.5 and given.temperature == 0.5  # the caller's loss is left alone
+    first = model.test_on_batch(inputs, LABELS, return_dict=True)  # traces the step (jax, tensorflow)
+    model.temperature = 0.1
+    second = model.test_on_batch(inputs, LABELS, return_dict=True)
+    embedding = ops.convert_to_numpy(model(inputs)["embedding"])
+    for loss, temperature in ((first, 0.5), (second, 0.1)):
+        expected = SupervisedContrastiveLoss(temperature=temperature)(LABELS, embedding)
+        np.testing.assert_allclose(loss["scl_loss"], float(expected), rtol=1e-5)
+    assert model.get_compile_config()["loss"]["config"]["temperature"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, "0.3"])
+def test_bad_temperature_is_rejected(temperature):
+    model = SCLClassifier(tiny_roberta_classifier(num_classes=2))
+    with pytest.raises(ValueError, match="temperature"):
+        model.temperature = temperature
+
+
+# --- A labelled memory ---------------------------------------------------------
+def frozen(model, **compile_kwargs):
+    """Compiled with a zero learning rate: the embeddings a step stores are those `embed` returns."""
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=SupervisedContrastiveLoss(), **compile_kwargs)
+    return model
+
+
+def test_memory_queues_the_last_examples_oldest_first():
+    classifier = tiny_roberta_classifier(num_classes=2, preprocessor=False)
+    inputs = tokenized(tiny_roberta_classifier(num_classes=2))
+    model = frozen(SCLClassifier(classifier, memory_size=6))
+    embeddings, labels = model.memory
+    assert embeddings.shape == (6, 32) and labels.tolist() == [-1] * 6
+    labels_in = np.array([1, 0, 1, 1, 0, 0, 1, 0])
+
+    model.train_on_batch(take(inputs, slice(0, 3)), labels_in[:3])  # one step: 3 entries, 3 slots still empty
+    embeddings, labels = model.memory
+    assert labels.tolist() == [-1, -1, -1, *labels_in[:3]]
+    np.testing.assert_allclose(embeddings[3:], model.embed(take(inputs, slice(0, 3)), verbose=0), rtol=1e-5, atol=1e-6)
+
+    # Two more steps of 3 and 2 through fit, in order: examples 0-7 went in, the last 6 stay.
+    model.fit(take(inputs, slice(3, 8)), labels_in[3:], batch_size=3, shuffle=False, epochs=1, verbose=0)
+    embeddings, labels = model.memory
+    assert labels.tolist() == labels_in[2:].tolist()
+    np.testing.assert_allclose(embeddings, model.embed(take(inputs, slice(2, 8)), verbose=0), rtol=1e-5, atol=1e-6)
+    assert int(ops.convert_to_numpy(model._memory_steps)) == 3
+
+    model.evaluate(inputs, labels_in, batch_size=4, verbose=0)  # evaluation leaves it alone
+    np.testing.assert_array_equal(model.memory[1], labels_in[2:])
+
+
+def test_memory_warms_up_then_gives_lone_anchors_positives():
+    keras.utils.set_random_seed(0)
+    plain = tiny_roberta_classifier(num_classes=2, preprocessor=False)
+    with_memory = tiny_roberta_classifier(num_classes=2, preprocessor=False)
+    with_memory.set_weights(plain.get_weights())
+    inputs = tokenized(tiny_roberta_classifier(num_classes=2))
+    models = [compiled(SCLClassifier(plain)), compiled(SCLClassifier(with_memory, memory_size=8, memory_warmup_steps=2))]
+    distinct = np.array([0, 1])  # in a batch of two distinct labels no anchor has a positive
+    for step in range(4):
+        batch = take(inputs, slice(2 * step, 2 * step + 2))
+        logs = [model.train_on_batch(batch, distinct, return_dict=True) for model in models]
+        if step < 2:  # warm-up: the memory fills but stays out of the loss, so training is the same
+            assert logs[0] == pytest.approx(logs[1], rel=1e-5)
+            assert logs[1]["positive_fraction"] == 0.0
+            for expected, actual in zip(plain.get_weights(), with_memory.get_weights(), strict=True):
+                np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+        else:
+            assert logs[0]["positive_fraction"] == 0.0 and logs[0]["scl_loss"] == 0.0
+            assert logs[1]["positive_fraction"] == 1.0 and logs[1]["scl_loss"] > 0.0
+
+
+def test_memory_round_trips_through_saving(tmp_path):
+    classifier = tiny_roberta_classifier(num_classes=2)
+    model = compiled(SCLClassifier(classifier, memory_size=5, memory_warmup_steps=1))
+    model.train_on_batch(TEXTS[:4], LABELS[:4])
+    path = str(tmp_path / "memory.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert (restored.memory_size, restored.memory_warmup_steps) == (5, 1)
+    for expected, actual in zip(model.memory, restored.memory, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_memory_arguments_are_checked():
+    classifier = tiny_roberta_classifier(num_classes=2)
+    for name, value in (("memory_size", -1), ("memory_size", 2.5), ("memory_warmup_steps", True)):
+        with pytest.raises(ValueError, match=f"`{name}` must be an integer >= 0. Received: {name}={value}"):
+            SCLClassifier(classifier, **{name: value})
+    with pytest.raises(ValueError, match="no memory"):
+        SCLClassifier(classifier).memory
+    with pytest.raises(ValueError, match="needs a `keras_scl.SupervisedContrastiveLoss`"):
+        SCLClassifier(classifier, memory_size=4).compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
