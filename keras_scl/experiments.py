@@ -121,8 +121,9 @@ def _check_resumable(config, output):
     path = output / "config.json"
     if path.exists():
         previous = json.loads(path.read_text())
-        changed = {key: (previous.get(key), value) for key, value in config.defining().items()
-                   if previous.get(key) != value}
+        changed = {
+            key: (previous.get(key), value) for key, value in config.defining().items() if previous.get(key) != value
+        }
         if changed and read_runs(output):
             raise ValueError(
                 f"{output} holds runs made with other settings {changed} (before, now): "
@@ -295,10 +296,12 @@ def _run_task(runner, config, todo, augmentation, output, bar):
     bar.write(f"{task.name}: {description}; {len(todo)} runs to go")
     for _, n, subsample, loss in todo:
         features, labels, changes = _training_set(
-            task, train_features, splits[n].train[subsample], config, subsample, augmentation, preprocessor)
+            task, train_features, splits[n].train[subsample], config, subsample, augmentation, preprocessor
+        )
         keep_embeddings = subsample == 0
         record, embeddings = runner.run(
-            loss, n, subsample, (features, labels), evaluation["val"], evaluation["test"], keep_embeddings)
+            loss, n, subsample, (features, labels), evaluation["val"], evaluation["test"], keep_embeddings
+        )
         record.update(changes)
         if embeddings is not None:
             folder = output / "embeddings"
@@ -335,7 +338,8 @@ def _training_set(task, train_features, positions, config, subsample, augmentati
             columns = tuple(np.array([row[feature] for row in rows], dtype=object) for feature in task.spec.features)
             extra = preprocess_in_chunks(preprocessor, _strings(columns[0] if len(columns) == 1 else columns))
             extra_labels = np.array(
-                [labels[source] if source >= 0 else row["label"] for row, source in zip(rows, sources, strict=True)])
+                [labels[source] if source >= 0 else row["label"] for row, source in zip(rows, sources, strict=True)]
+            )
             features = {name: np.concatenate([features[name], extra[name]]) for name in features}
             labels = np.concatenate([labels, extra_labels])
             changes["augmentation_rows"] = len(rows)

@@ -301,8 +301,7 @@ class SCLClassifier(keras_hub.models.Task):
             loss.temperature = self._temperature
         elif self.memory_size:
             raise ValueError(
-                "A memory (`memory_size` > 0) needs a `keras_scl.SupervisedContrastiveLoss`. "
-                f"Received: loss={loss!r}"
+                f"A memory (`memory_size` > 0) needs a `keras_scl.SupervisedContrastiveLoss`. Received: loss={loss!r}"
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.loss = loss

@@ -45,8 +45,13 @@ def summarise(runs, k=3):
     for key, group in _groups(runs).items():
         top_mean, top_std = _mean_std([run["test_accuracy"] for run in best_by_validation(group, k)])
         all_mean, all_std = _mean_std([run["test_accuracy"] for run in group])
-        summary[key] = {"top_mean": top_mean, "top_std": top_std, "all_mean": all_mean, "all_std": all_std,
-                        "count": len(group)}
+        summary[key] = {
+            "top_mean": top_mean,
+            "top_std": top_std,
+            "all_mean": all_mean,
+            "all_std": all_std,
+            "count": len(group),
+        }
     return summary
 
 
@@ -107,8 +112,9 @@ def markdown_table(runs, k=3):
                 lines.append(f"| {n} | {loss.upper()} | " + " | ".join(cells) + " |")
             if field == "all" and len(losses) == 2:
                 values = [paired_p_value(runs, task, n) for task in tasks]
-                lines.append(f"| {n} | p (paired t) | " + " | ".join(
-                    "–" if math.isnan(p) else f"{p:.3g}" for p in values) + " |")
+                lines.append(
+                    f"| {n} | p (paired t) | " + " | ".join("–" if math.isnan(p) else f"{p:.3g}" for p in values) + " |"
+                )
         lines.append("")
     return "\n".join(lines)
 

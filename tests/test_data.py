@@ -58,8 +58,9 @@ def test_same_seed_same_subsets_other_seed_other_subsets():
     first = few_shot_splits(TRAIN_LABELS, EVALUATION_LABELS, 100, validation_size=300, seed=7)
     again = few_shot_splits(TRAIN_LABELS, EVALUATION_LABELS, 100, validation_size=300, seed=7)
     other = few_shot_splits(TRAIN_LABELS, EVALUATION_LABELS, 100, validation_size=300, seed=8)
-    for a, b in zip([first.test, first.validation, *first.train], [again.test, again.validation, *again.train],
-                    strict=True):
+    for a, b in zip(
+        [first.test, first.validation, *first.train], [again.test, again.validation, *again.train], strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first.test, other.test)
     assert not np.array_equal(first.train[0], other.train[0])
@@ -89,8 +90,7 @@ def test_subsets_are_the_same_in_a_fresh_process():
 
 
 def test_per_class_draws_n_of_each_class():
-    splits = few_shot_splits(TRAIN_LABELS, EVALUATION_LABELS, 20, num_subsamples=3, per_class=True,
-                             validation_size=300)
+    splits = few_shot_splits(TRAIN_LABELS, EVALUATION_LABELS, 20, num_subsamples=3, per_class=True, validation_size=300)
     for train in splits.train:
         assert np.bincount(TRAIN_LABELS[train], minlength=3).tolist() == [20, 20, 20]
 
@@ -158,8 +158,9 @@ def test_read_rows_reads_every_format(tmp_path, suffix):
     else:
         separator = "\t" if suffix == ".tsv" else ","
         quoted = '"a fine, fine film"' if suffix == ".csv" else "a fine, fine film"
-        path.write_text(f"idx{separator}sentence{separator}label\n3{separator}{quoted}{separator}\n"
-                        f"{separator}dull{separator}0\n")
+        path.write_text(
+            f"idx{separator}sentence{separator}label\n3{separator}{quoted}{separator}\n{separator}dull{separator}0\n"
+        )
     assert read_rows(path) == rows
 
 
@@ -171,8 +172,12 @@ def test_read_rows_rejects_other_files(tmp_path):
 
 
 def test_augmentation_rows_follow_their_source_example():
-    rows = [{"text": "copy of 7", "idx": 7}, {"text": "copy of 2", "idx": 2}, {"text": "free", "label": 1},
-            {"text": "another copy of 7", "idx": 7}]
+    rows = [
+        {"text": "copy of 7", "idx": 7},
+        {"text": "copy of 2", "idx": 2},
+        {"text": "free", "label": 1},
+        {"text": "another copy of 7", "idx": 7},
+    ]
     chosen, sources = augmentation_for(rows, train_idx=[5, 7, 9])
     assert [row["text"] for row in chosen] == ["copy of 7", "free", "another copy of 7"]
     assert sources.tolist() == [1, -1, 1]
@@ -252,8 +257,15 @@ def glue_data_dir(tmp_path_factory):
     _write_tsv(extracted / "SST-2" / "train.tsv", ["sentence", "label"], sst)
     _write_tsv(extracted / "SST-2" / "dev.tsv", ["sentence", "label"], sst[:24])
     _write_tsv(extracted / "SST-2" / "test.tsv", ["index", "sentence"], [(0, "unlabelled")])
-    qnli = [(i, f"where is thing {i}?", f"thing {i} is {'here' if i % 2 else 'unknown'}.",
-             "entailment" if i % 2 else "not_entailment") for i in range(40)]
+    qnli = [
+        (
+            i,
+            f"where is thing {i}?",
+            f"thing {i} is {'here' if i % 2 else 'unknown'}.",
+            "entailment" if i % 2 else "not_entailment",
+        )
+        for i in range(40)
+    ]
     _write_tsv(extracted / "QNLI" / "train.tsv", ["index", "question", "sentence", "label"], qnli)
     _write_tsv(extracted / "QNLI" / "dev.tsv", ["index", "question", "sentence", "label"], qnli[:20])
     _write_tsv(extracted / "QNLI" / "test.tsv", ["index", "question", "sentence"], [(0, "q?", "s.")])

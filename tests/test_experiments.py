@@ -27,8 +27,16 @@ from keras_scl.reports import write_reports
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Small enough for seconds per run: a tiny RoBERTa, 1 epoch, short sequences.
-TINY = dict(encoder="tiny", sizes=(4,), num_subsamples=2, epochs=1, learning_rate=1e-3, sequence_length=32,
-            validation_size=10, losses=("ce", "ce+scl"))
+TINY = dict(
+    encoder="tiny",
+    sizes=(4,),
+    num_subsamples=2,
+    epochs=1,
+    learning_rate=1e-3,
+    sequence_length=32,
+    validation_size=10,
+    losses=("ce", "ce+scl"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +52,33 @@ def _config(data_dir, **overrides):
 def test_few_shot_script_runs_end_to_end_and_skips_finished_runs(tmp_path, data_dir):
     output = tmp_path / "out"
     command = [
-        sys.executable, str(EXAMPLES / "few_shot.py"), "--encoder", "tiny", "--tasks", "mini/films", "mini/nli",
-        "--sizes", "6", "12", "--subsamples", "2", "--top-k", "1", "--epochs", "1", "--validation-size", "20",
-        "--sequence-length", "32", "--projection", "pca", "--data-dir", data_dir, "--output", str(output), "--quiet",
+        sys.executable,
+        str(EXAMPLES / "few_shot.py"),
+        "--encoder",
+        "tiny",
+        "--tasks",
+        "mini/films",
+        "mini/nli",
+        "--sizes",
+        "6",
+        "12",
+        "--subsamples",
+        "2",
+        "--top-k",
+        "1",
+        "--epochs",
+        "1",
+        "--validation-size",
+        "20",
+        "--sequence-length",
+        "32",
+        "--projection",
+        "pca",
+        "--data-dir",
+        data_dir,
+        "--output",
+        str(output),
+        "--quiet",
     ]
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -207,8 +239,15 @@ def test_a_hugging_face_roberta_checkpoint_folder(tmp_path):
     from keras_scl.offline import _byte_level_bpe
 
     config = transformers.RobertaConfig(
-        vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
+        vocab_size=300,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        type_vocab_size=1,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
     )
     torch.manual_seed(0)
     reference = transformers.RobertaForMaskedLM(config).eval()
@@ -241,9 +280,16 @@ def _synthetic_runs():
             for subsample in range(10):
                 base = rng.uniform(0.5, 0.8)
                 for loss, gain in (("ce", 0.0), ("ce+scl", 0.02)):
-                    runs.append({"task": task, "n": n, "subsample": subsample, "loss": loss,
-                                 "val_accuracy": base + gain + rng.normal(0, 0.01),
-                                 "test_accuracy": base + gain + rng.normal(0, 0.01)})
+                    runs.append(
+                        {
+                            "task": task,
+                            "n": n,
+                            "subsample": subsample,
+                            "loss": loss,
+                            "val_accuracy": base + gain + rng.normal(0, 0.01),
+                            "test_accuracy": base + gain + rng.normal(0, 0.01),
+                        }
+                    )
     return runs
 
 
@@ -260,8 +306,10 @@ def test_summary_takes_the_top_k_by_validation():
 
 def test_p_value_is_scipys_paired_t_test():
     runs = _synthetic_runs()
-    ce, scl = ([run["test_accuracy"] for run in runs if (run["task"], run["n"], run["loss"]) == ("b", 100, loss)]
-               for loss in ("ce", "ce+scl"))
+    ce, scl = (
+        [run["test_accuracy"] for run in runs if (run["task"], run["n"], run["loss"]) == ("b", 100, loss)]
+        for loss in ("ce", "ce+scl")
+    )
     expected = stats.ttest_rel(scl, ce).pvalue
     assert paired_p_value(runs, "b", 100) == pytest.approx(expected)
     assert np.isnan(paired_p_value(runs[:2], "a", 20))  # one pair
@@ -293,8 +341,9 @@ def test_write_reports_writes_every_file(tmp_path):
     runs = _synthetic_runs()
     (tmp_path / "embeddings").mkdir()
     for loss in ("ce", "ce+scl"):
-        np.savez(tmp_path / "embeddings" / f"a_N20_{loss}.npz", embeddings=np.random.rand(30, 4),
-                 labels=np.arange(30) % 2)
+        np.savez(
+            tmp_path / "embeddings" / f"a_N20_{loss}.npz", embeddings=np.random.rand(30, 4), labels=np.arange(30) % 2
+        )
     table = write_reports(runs, tmp_path, k=3, method="pca")
     assert (tmp_path / "table.md").read_text() == table
     assert (tmp_path / "accuracy_vs_n.png").exists() and (tmp_path / "embeddings_a_N20.png").exists()

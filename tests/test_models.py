@@ -465,7 +465,10 @@ def test_memory_warms_up_then_gives_lone_anchors_positives():
     with_memory = tiny_roberta_classifier(num_classes=2, preprocessor=False)
     with_memory.set_weights(plain.get_weights())
     inputs = tokenized(tiny_roberta_classifier(num_classes=2))
-    models = [compiled(SCLClassifier(plain)), compiled(SCLClassifier(with_memory, memory_size=8, memory_warmup_steps=2))]
+    models = [
+        compiled(SCLClassifier(plain)),
+        compiled(SCLClassifier(with_memory, memory_size=8, memory_warmup_steps=2)),
+    ]
     distinct = np.array([0, 1])  # in a batch of two distinct labels no anchor has a positive
     for step in range(4):
         batch = take(inputs, slice(2 * step, 2 * step + 2))
@@ -498,6 +501,6 @@ def test_memory_arguments_are_checked():
         with pytest.raises(ValueError, match=f"`{name}` must be an integer >= 0. Received: {name}={value}"):
             SCLClassifier(classifier, **{name: value})
     with pytest.raises(ValueError, match="no memory"):
-        SCLClassifier(classifier).memory
+        _ = SCLClassifier(classifier).memory
     with pytest.raises(ValueError, match="needs a `keras_scl.SupervisedContrastiveLoss`"):
         SCLClassifier(classifier, memory_size=4).compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
