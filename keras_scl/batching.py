@@ -1,6 +1,8 @@
 """Batches for SCL: which examples share a batch decides what SCL contrasts."""
 
+import copy
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -43,7 +45,68 @@ def num_examples(data):
     return len(data)
 
 
-class ShuffledBatches(keras.utils.PyDataset):
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def _rng(seed):
+    # Without a seed, drawn from NumPy's global generator, which
+    # `keras.utils.set_random_seed` seeds: seeded runs stay reproducible.
+    return np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
+
+
+def _class_ids(y):
+    """Class ids as a flat int array, from ids or one-hot rows."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    return y.reshape(len(y)).astype(np.int64)
+
+
+class _InMemoryBatches(keras.utils.PyDataset):
+    """In-memory `(x, y, sample_weight)` served in batches of indices that `_plan_epoch` draws."""
+
+    def __init__(self, x, y, sample_weight, batch_size):
+        super().__init__()
+        _check_positive_int("batch_size", batch_size)
+        self.x, self.y, self.sample_weight = _to_numpy(x), _to_numpy(y), _to_numpy(sample_weight)
+        self.batch_size = batch_size
+        self.size = num_examples(x)
+        for name, data in (("y", y), ("sample_weight", sample_weight)):
+            if data is not None and num_examples(data) != self.size:
+                raise ValueError(
+                    f"`x` has {self.size} examples but `{name}` has {num_examples(data)}. They must match."
+                )
+
+    def _start(self):
+        self._batches = self._plan_epoch()
+
+    def _plan_epoch(self):
+        raise NotImplementedError
+
+    def with_inputs(self, x):
+        """The same batches (and random state) over other inputs, e.g. `x` tokenised once."""
+        if num_examples(x) != self.size:
+            raise ValueError(f"The new `x` has {num_examples(x)} examples; these batches serve {self.size}.")
+        batches = copy.copy(self)
+        batches.x = _to_numpy(x)
+        return batches
+
+    def __len__(self):
+        return len(self._batches)
+
+    def __getitem__(self, index):
+        indices = self._batches[index]
+        return keras.utils.pack_x_y_sample_weight(
+            take(self.x, indices), take(self.y, indices), take(self.sample_weight, indices)
+        )
+
+    def on_epoch_end(self):
+        self._batches = self._plan_epoch()
+
+
+class ShuffledBatches(_InMemoryBatches):
     """In-memory data in batches, in a new random order every epoch.
 
     Keras shuffles arrays itself, but not the same way on every backend: on
@@ -70,35 +133,230 @@ class ShuffledBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, x, y=None, sample_weight=None, batch_size=32, shuffle=True, seed=None):
-        super().__init__()
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-        self.x, self.y, self.sample_weight = _to_numpy(x), _to_numpy(y), _to_numpy(sample_weight)
-        self.batch_size = batch_size
+        super().__init__(x, y, sample_weight, batch_size)
         self.shuffle = shuffle
-        self.size = num_examples(x)
-        for name, data in (("y", y), ("sample_weight", sample_weight)):
-            if data is not None and num_examples(data) != self.size:
-                raise ValueError(
-                    f"`x` has {self.size} examples but `{name}` has {num_examples(data)}. They must match."
-                )
-        self._rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
-        self._order = self._next_order()
+        self._rng = _rng(seed)
+        self._start()
 
-    def _next_order(self):
-        return self._rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+    def _plan_epoch(self):
+        order = self._rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        return [order[start : start + self.batch_size] for start in range(0, self.size, self.batch_size)]
+
+
+def _batch_classes(rng, classes, batch_size, examples_per_class):
+    """The class of each slot of one class-balanced batch, in random order.
+
+    `min(len(classes), batch_size // examples_per_class)` classes, drawn
+    without replacement, share the batch as evenly as possible, so each
+    fills at least `examples_per_class` slots.
+    """
+    count = min(len(classes), batch_size // examples_per_class)
+    chosen = rng.choice(classes, size=count, replace=False)
+    shares = np.full(count, batch_size // count)
+    shares[: batch_size % count] += 1
+    return rng.permutation(np.repeat(chosen, shares))
+
+
+def _check_balance(batch_size, examples_per_class):
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("examples_per_class", examples_per_class)
+    if examples_per_class > batch_size:
+        raise ValueError(f"`examples_per_class` ({examples_per_class}) must not exceed `batch_size` ({batch_size}).")
+
+
+class ClassBalancedSampler:
+    """Indices of class-balanced batches: every class in a batch has at least `examples_per_class` examples.
+
+    SCL learns only from anchors that have a positive, another example of
+    their class in the batch. With many classes, small batches or skewed
+    labels, random batches leave many anchors without one (the model's
+    `positive_fraction` metric shows it). Each batch here holds
+    `min(num_classes, batch_size // examples_per_class)` classes drawn at
+    random, sharing the batch as evenly as possible (what metric-learning
+    libraries call an m-per-class sampler). Within a class, examples come
+    from a reshuffled cycle: all of them are used before any repeats, and an
+    example repeats within a batch only when its class is smaller than its
+    share.
+
+    Iterating gives `num_batches` arrays of indices, new ones each time, so
+    the sampler also serves as a PyTorch `DataLoader`'s `batch_sampler`.
+
+    Args:
+        labels: Class ids, shape `(n,)` or `(n, 1)`, or one-hot rows.
+        batch_size: Examples per batch.
+        examples_per_class: The least number of examples of each class that
+            is in a batch. Defaults to `2`, the least that gives positives.
+        num_batches: Batches per iteration (epoch). Defaults to
+            `ceil(n / batch_size)`.
+        seed: Seed of the draws. Defaults to `None`: drawn from NumPy's
+            global generator, which `keras.utils.set_random_seed` seeds.
+
+    Example:
+
+    >>> sampler = ClassBalancedSampler([0, 0, 0, 0, 1, 1, 2, 2], batch_size=4, seed=0)
+    >>> [sorted(np.bincount(np.array([0, 0, 0, 0, 1, 1, 2, 2])[batch]).tolist()) for batch in sampler]
+    [[0, 2, 2], [0, 2, 2]]
+    """
+
+    def __init__(self, labels, batch_size, examples_per_class=2, num_batches=None, seed=None):
+        _check_balance(batch_size, examples_per_class)
+        labels = _class_ids(labels)
+        classes, counts = np.unique(labels, return_counts=True)
+        small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < examples_per_class}
+        if small:
+            raise ValueError(
+                f"Every class needs at least examples_per_class={examples_per_class} examples. "
+                f"Received fewer for these classes (class: count): {small}"
+            )
+        if num_batches is not None:
+            _check_positive_int("num_batches", num_batches)
+        self.batch_size = batch_size
+        self.examples_per_class = examples_per_class
+        self.num_batches = num_batches or math.ceil(len(labels) / batch_size)
+        self.classes = classes
+        self._members = {c: np.flatnonzero(labels == c) for c in classes}
+        self._rng = _rng(seed)
+        self._cycles = {c: [] for c in classes}  # indices of each class not yet used in this cycle
+
+    def _draw(self, label, count):
+        drawn = []
+        while len(drawn) < count:
+            if not self._cycles[label]:
+                self._cycles[label] = self._rng.permutation(self._members[label]).tolist()
+            drawn.append(self._cycles[label].pop())
+        return drawn
+
+    def next_batch(self):
+        """The indices of one batch, grouped by nothing: classes are mixed."""
+        slots = _batch_classes(self._rng, self.classes, self.batch_size, self.examples_per_class)
+        indices = np.empty(len(slots), dtype=np.int64)
+        for label in np.unique(slots):
+            where = np.flatnonzero(slots == label)
+            indices[where] = self._draw(label, len(where))
+        return indices
 
     def __len__(self):
-        return math.ceil(self.size / self.batch_size)
+        return self.num_batches
 
-    def __getitem__(self, index):
-        indices = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return keras.utils.pack_x_y_sample_weight(
-            take(self.x, indices), take(self.y, indices), take(self.sample_weight, indices)
+    def __iter__(self):
+        for _ in range(self.num_batches):
+            yield self.next_batch()
+
+
+class ClassBalancedBatches(_InMemoryBatches):
+    """In-memory data in class-balanced batches, for `model.fit`.
+
+    The batches of a `ClassBalancedSampler` (see there), new ones every
+    epoch. `SCLClassifier.fit` takes it like arrays: raw strings are
+    tokenised once.
+
+    Args:
+        x: Inputs: an array or list, or a dict or tuple of them.
+        y: Labels: class ids or one-hot rows.
+        sample_weight: Per-example weights, or `None`.
+        batch_size: Examples per batch. Defaults to `32`.
+        examples_per_class: The least number of examples of each class in a
+            batch. Defaults to `2`.
+        num_batches: Batches per epoch. Defaults to `ceil(n / batch_size)`.
+        seed: Seed of the draws. Defaults to `None` (NumPy's global
+            generator).
+
+    Example:
+
+    >>> from keras_scl.offline import tiny_roberta_classifier
+    >>> from keras_scl import SCLClassifier
+    >>> texts = ["good", "great", "fine", "bad", "awful", "poor", "dull", "grim"]
+    >>> labels = [1, 1, 1, 0, 0, 0, 0, 0]
+    >>> batches = ClassBalancedBatches(texts, labels, batch_size=4, seed=0)
+    >>> [np.bincount(y, minlength=2).tolist() for _, y in batches]
+    [[2, 2], [2, 2]]
+    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
+    >>> model.compile(optimizer="adam")
+    >>> model.fit(batches, epochs=1, verbose=0).history["positive_fraction"]
+    [1.0]
+    """
+
+    def __init__(self, x, y, sample_weight=None, batch_size=32, examples_per_class=2, num_batches=None, seed=None):
+        super().__init__(x, y, sample_weight, batch_size)
+        self.sampler = ClassBalancedSampler(self.y, batch_size, examples_per_class, num_batches, seed)
+        self._start()
+
+    def _plan_epoch(self):
+        return list(self.sampler)
+
+
+def class_balanced_dataset(
+    dataset, num_classes, batch_size, examples_per_class=2, num_batches=None, seed=None, shuffle_buffer_size=1024
+):
+    """A `tf.data` pipeline of class-balanced batches, for `model.fit`.
+
+    The batches are made as `ClassBalancedSampler` makes them, streaming:
+    one shuffled, repeated copy of `dataset` per class, and a drawn class for
+    each slot of each batch. Every class must occur in `dataset` (the
+    pipeline ends when one has no example).
+
+    Args:
+        dataset: A `tf.data.Dataset` of unbatched `(x, y)` or
+            `(x, y, sample_weight)` examples; `y` a class id or a one-hot row.
+        num_classes: Number of classes; ids run from 0 to `num_classes - 1`.
+        batch_size: Examples per batch.
+        examples_per_class: The least number of examples of each class in a
+            batch. Defaults to `2`.
+        num_batches: Batches per epoch. Defaults to `ceil(n / batch_size)`
+            when the cardinality of `dataset` is known, else the pipeline is
+            endless (give `fit` a `steps_per_epoch`).
+        seed: Seed of the draws and shuffles. Defaults to `None`.
+        shuffle_buffer_size: Buffer of each class's shuffle. Defaults to
+            `1024`.
+
+    Returns:
+        A batched `tf.data.Dataset`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> examples = tf.data.Dataset.from_tensor_slices((tf.range(12), tf.constant([0] * 8 + [1, 1, 2, 2])))
+    >>> balanced = class_balanced_dataset(examples, num_classes=3, batch_size=4, seed=0)
+    >>> [sorted(np.bincount(y.numpy(), minlength=3).tolist()) for _, y in balanced]
+    [[0, 2, 2], [0, 2, 2], [0, 2, 2]]
+    """
+    import tensorflow as tf  # only here: the rest of keras_scl runs without TensorFlow
+
+    _check_balance(batch_size, examples_per_class)
+    _check_positive_int("num_classes", num_classes)
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise ValueError(f"`dataset` must yield (x, y) or (x, y, sample_weight) examples. Received: {spec}")
+    label_shape = spec[1].shape
+    one_hot = label_shape.rank == 1 and label_shape[0] == num_classes and num_classes > 1
+    if not (label_shape.rank == 0 or one_hot or label_shape.as_list() == [1]):
+        raise ValueError(
+            "`dataset` must yield unbatched examples, with y a class id or a one-hot row "
+            f"(call `.unbatch()` on a batched one). Received: y of shape {label_shape}"
         )
 
-    def on_epoch_end(self):
-        self._order = self._next_order()
+    def label_of(*example):
+        label = tf.argmax(example[1], axis=-1) if one_hot else tf.reshape(example[1], [])
+        return tf.cast(label, tf.int64)
+
+    per_class = [
+        dataset.filter(lambda *example, c=c: tf.equal(label_of(*example), c))
+        .shuffle(shuffle_buffer_size, seed=None if seed is None else seed + c)
+        .repeat()
+        for c in range(num_classes)
+    ]
+    rng = _rng(seed)
+    classes = np.arange(num_classes)
+
+    def slot_classes():
+        while True:
+            yield from _batch_classes(rng, classes, batch_size, examples_per_class)
+
+    choices = tf.data.Dataset.from_generator(slot_classes, output_signature=tf.TensorSpec((), tf.int64))
+    batches = tf.data.Dataset.choose_from_datasets(per_class, choices).batch(batch_size, drop_remainder=True)
+    if num_batches is None and int(dataset.cardinality()) > 0:
+        num_batches = math.ceil(int(dataset.cardinality()) / batch_size)
+    return batches.take(num_batches) if num_batches else batches
 
 
 def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
@@ -108,7 +366,20 @@ def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
     sentence pair is a tuple too.
     """
     chunks = [
-        keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=take(x, slice(start, start + chunk_size))))
+        keras.tree.map_structure(
+            keras.ops.convert_to_numpy, preprocessor(x=_as_lists(take(x, slice(start, start + chunk_size))))
+        )
         for start in range(0, num_examples(x), chunk_size)
     ]
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
+
+
+def _as_lists(x):
+    # KerasHub's tokenizers take lists of strings, not NumPy string arrays.
+    if isinstance(x, dict):
+        return {key: _as_lists(value) for key, value in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_as_lists(value) for value in x)
+    if isinstance(x, np.ndarray) and x.dtype.kind in "OUS":
+        return x.tolist()
+    return x

@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_scl.batching import ShuffledBatches
+from keras_scl.batching import _InMemoryBatches
 from keras_scl.batching import num_examples
 from keras_scl.batching import preprocess_in_chunks
 from keras_scl.batching import take
@@ -368,10 +369,25 @@ class SCLClassifier(keras_hub.models.Task):
         epoch, and batched by `keras_scl.batching.ShuffledBatches`: a new
         order every epoch on every backend, since the batch decides which
         examples SCL contrasts. (A KerasHub task batches in-memory inputs in
-        one fixed order.) Datasets go through KerasHub's pipeline unchanged:
-        shuffle them yourself.
+        one fixed order.) `keras_scl.batching.ClassBalancedBatches` are
+        preprocessed once too. Datasets go through KerasHub's pipeline
+        unchanged: shuffle them yourself.
         """
-        if not _is_in_memory(x):
+        if isinstance(x, _InMemoryBatches):
+            batches = x if self.preprocessor is None else x.with_inputs(preprocess_in_chunks(self.preprocessor, x.x))
+        elif _is_in_memory(x):
+            if self.preprocessor is not None:
+                x = preprocess_in_chunks(self.preprocessor, x)
+            validation_split = kwargs.pop("validation_split", None)
+            if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
+                start = num_examples(x) - int(num_examples(x) * validation_split)
+                validation_data = tuple(
+                    take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+                )
+                x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
+            batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
+            kwargs.setdefault("validation_batch_size", batch_size)
+        else:
             return super().fit(
                 x,
                 y,
@@ -381,19 +397,9 @@ class SCLClassifier(keras_hub.models.Task):
                 sample_weight=sample_weight,
                 **kwargs,
             )
-        if self.preprocessor is not None:
-            x = preprocess_in_chunks(self.preprocessor, x)
-            if isinstance(validation_data, (list, tuple)) and _is_in_memory(validation_data[0]):
+        if self.preprocessor is not None and isinstance(validation_data, (list, tuple)):
+            if _is_in_memory(validation_data[0]):
                 validation_data = (preprocess_in_chunks(self.preprocessor, validation_data[0]), *validation_data[1:])
-        validation_split = kwargs.pop("validation_split", None)
-        if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
-            start = num_examples(x) - int(num_examples(x) * validation_split)
-            validation_data = tuple(
-                take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
-            )
-            x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
-        batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
-        kwargs.setdefault("validation_batch_size", batch_size)
         # Straight to `keras.Model.fit`: nothing is left for KerasHub's
         # pipeline to preprocess, and `batches` already shuffles (Keras would
         # otherwise also permute the order of the batches).
