@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_scl.data import top_k as best_by_validation
+from keras_scl.views import plot_embeddings
 
 
 def _groups(runs):
@@ -156,63 +157,6 @@ def plot_accuracy_vs_n(runs, path, k=3):
         axis.set_ylabel(f"test accuracy (%), top {k}")
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def project_2d(embeddings, method="tsne", seed=0):
-    """2-D coordinates of `embeddings` by t-SNE (scikit-learn) or PCA."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=2, random_state=seed).fit_transform(embeddings)
-    if method != "tsne":
-        raise ValueError(f"`method` must be 'tsne' or 'pca'. Received: method={method!r}")
-    from sklearn.manifold import TSNE
-
-    perplexity = min(30.0, (len(embeddings) - 1) / 3)
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
-
-
-def silhouette(embeddings, labels):
-    """Silhouette score of the L2-normalised embeddings under cosine distance (`nan` for one class)."""
-    from sklearn.metrics import silhouette_score
-
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(silhouette_score(np.asarray(embeddings, dtype=np.float64), labels, metric="cosine"))
-
-
-def plot_embeddings(panels, path, method="tsne", seed=0, label_names=None):
-    """Side-by-side 2-D views of embeddings coloured by label (the paper's Figure 2).
-
-    Args:
-        panels: `{title: (embeddings, labels)}`, e.g. `{"CE": ..., "CE+SCL": ...}`.
-        label_names: Names for the legend; label `i` is `label_names[i]`.
-            Defaults to `"label i"`.
-        path: PNG file to write.
-        method: `"tsne"` or `"pca"`. Defaults to `"tsne"`.
-        seed: Seed of the projection. Defaults to `0`.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-    for axis, (title, (embeddings, labels)) in zip(axes[0], panels.items(), strict=True):
-        points = project_2d(embeddings, method, seed)
-        for label in np.unique(labels):
-            chosen = labels == label
-            name = label_names[label] if label_names is not None else f"label {label}"
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.7, label=str(name))
-        axis.set_title(f"{title}  (silhouette {silhouette(embeddings, labels):.2f})")
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.legend(markerscale=2, fontsize=8)
-    figure.suptitle(f"{'t-SNE' if method == 'tsne' else 'PCA'} of test-set embeddings", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

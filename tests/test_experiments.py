@@ -20,10 +20,10 @@ from keras_scl.experiments import read_runs
 from keras_scl.experiments import run_experiment
 from keras_scl.reports import markdown_table
 from keras_scl.reports import paired_p_value
-from keras_scl.reports import plot_embeddings
-from keras_scl.reports import silhouette
 from keras_scl.reports import summarise
 from keras_scl.reports import write_reports
+from keras_scl.views import plot_embeddings
+from keras_scl.views import silhouette
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Small enough for seconds per run: a tiny RoBERTa, 1 epoch, short sequences.
