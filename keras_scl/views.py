@@ -48,13 +48,13 @@ def plot_embeddings(panels, path, method="tsne", seed=0, label_names=None, title
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-    for axis, (title, (embeddings, labels)) in zip(axes[0], panels.items(), strict=True):
+    for axis, (panel_title, (embeddings, labels)) in zip(axes[0], panels.items(), strict=True):
         points = project_2d(embeddings, method, seed)
         for label in np.unique(labels):
             chosen = labels == label
             name = label_names[label] if label_names is not None else f"label {label}"
             axis.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.7, label=str(name))
-        axis.set_title(f"{title}  (silhouette {silhouette(embeddings, labels):.2f})")
+        axis.set_title(f"{panel_title}  (silhouette {silhouette(embeddings, labels):.2f})")
         axis.set_xticks([])
         axis.set_yticks([])
         axis.legend(markerscale=2, fontsize=8)
