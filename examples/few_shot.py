@@ -64,9 +64,12 @@ PAPER = dict(
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoder", default="embedded",
-                        help="'embedded' (default), 'minilm', 'tiny', 'random:roberta_base', 'random:roberta_large', "
-                             "a KerasHub preset name, or a local checkpoint folder")
+    parser.add_argument(
+        "--encoder",
+        default="embedded",
+        help="'embedded' (default), 'minilm', 'tiny', 'random:roberta_base', 'random:roberta_large', "
+        "a KerasHub preset name, or a local checkpoint folder",
+    )
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="tasks to run")
     parser.add_argument("--sizes", nargs="+", type=int, help="training-set sizes N")
     parser.add_argument("--subsamples", dest="num_subsamples", type=int, help="training subsamples per task and N")

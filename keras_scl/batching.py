@@ -2,10 +2,11 @@
 
 import copy
 import math
-import numbers
 
 import keras
 import numpy as np
+
+from keras_scl._validation import check_integer
 
 
 def _to_numpy(data):
@@ -45,11 +46,6 @@ def num_examples(data):
     return len(data)
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
 def _rng(seed):
     # Without a seed, drawn from NumPy's global generator, which
     # `keras.utils.set_random_seed` seeds: seeded runs stay reproducible.
@@ -69,7 +65,7 @@ class _InMemoryBatches(keras.utils.PyDataset):
 
     def __init__(self, x, y, sample_weight, batch_size):
         super().__init__()
-        _check_positive_int("batch_size", batch_size)
+        check_integer("batch_size", batch_size, 1)
         self.x, self.y, self.sample_weight = _to_numpy(x), _to_numpy(y), _to_numpy(sample_weight)
         self.batch_size = batch_size
         self.size = num_examples(x)
@@ -158,8 +154,8 @@ def _batch_classes(rng, classes, batch_size, examples_per_class):
 
 
 def _check_balance(batch_size, examples_per_class):
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("examples_per_class", examples_per_class)
+    check_integer("batch_size", batch_size, 1)
+    check_integer("examples_per_class", examples_per_class, 1)
     if examples_per_class > batch_size:
         raise ValueError(f"`examples_per_class` ({examples_per_class}) must not exceed `batch_size` ({batch_size}).")
 
@@ -209,7 +205,7 @@ class ClassBalancedSampler:
                 f"Received fewer for these classes (class: count): {small}"
             )
         if num_batches is not None:
-            _check_positive_int("num_batches", num_batches)
+            check_integer("num_batches", num_batches, 1)
         self.batch_size = batch_size
         self.examples_per_class = examples_per_class
         self.num_batches = num_batches or math.ceil(len(labels) / batch_size)
@@ -323,7 +319,7 @@ def class_balanced_dataset(
     import tensorflow as tf  # only here: the rest of keras_scl runs without TensorFlow
 
     _check_balance(batch_size, examples_per_class)
-    _check_positive_int("num_classes", num_classes)
+    check_integer("num_classes", num_classes, 1)
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) not in (2, 3):
         raise ValueError(f"`dataset` must yield (x, y) or (x, y, sample_weight) examples. Received: {spec}")

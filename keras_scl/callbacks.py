@@ -15,16 +15,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_scl._validation import check_integer
 from keras_scl.batching import _class_ids
 from keras_scl.views import plot_embeddings
 from keras_scl.views import silhouette
 
 UNITS = ("epoch", "step")
-
-
-def _check_duration(duration):
-    if isinstance(duration, bool) or not isinstance(duration, numbers.Integral) or duration < 1:
-        raise ValueError(f"`duration` must be a positive integer. Received: duration={duration!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
@@ -43,7 +39,7 @@ class LinearWarmup:
     """
 
     def __init__(self, start, end, duration):
-        _check_duration(duration)
+        check_integer("duration", duration, 1)
         self.start, self.end, self.duration = start, end, duration
 
     def __call__(self, progress):
@@ -75,7 +71,7 @@ class Cosine:
     """
 
     def __init__(self, start, end, duration):
-        _check_duration(duration)
+        check_integer("duration", duration, 1)
         self.start, self.end, self.duration = start, end, duration
 
     def __call__(self, progress):
@@ -269,8 +265,7 @@ class EmbeddingView(keras.callbacks.Callback):
         log_name="embedding_silhouette",
     ):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-            raise ValueError(f"`every` must be a positive integer. Received: every={every!r}")
+        check_integer("every", every, 1)
         if method not in ("pca", "tsne"):
             raise ValueError(f"`method` must be 'pca' or 'tsne'. Received: method={method!r}")
         self.x = x

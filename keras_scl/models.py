@@ -7,6 +7,7 @@ import keras_hub
 import numpy as np
 from keras import ops
 
+from keras_scl._validation import check_integer
 from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import _InMemoryBatches
 from keras_scl.batching import num_examples
@@ -26,11 +27,6 @@ def _check_scl_weight(scl_weight):
 def _check_temperature(temperature):
     if not isinstance(temperature, numbers.Real) or not temperature > 0:
         raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
 
 
 def _cannot_tap(classifier, reason):
@@ -211,8 +207,8 @@ class SCLClassifier(keras_hub.models.Task):
         **kwargs,
     ):
         _check_scl_weight(scl_weight)
-        _check_count("memory_size", memory_size)
-        _check_count("memory_warmup_steps", memory_warmup_steps)
+        check_integer("memory_size", memory_size, 0)
+        check_integer("memory_warmup_steps", memory_warmup_steps, 0)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"`embedding` must be one of {EMBEDDINGS}. Received: embedding={embedding!r}")
 

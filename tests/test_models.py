@@ -340,6 +340,8 @@ def test_saved_classifier_loads_without_keras_scl(tmp_path):
 
 def test_public_api():
     assert set(keras_scl.__all__) >= {"SCLClassifier", "SupervisedContrastiveLoss", "supervised_contrastive_loss"}
+    assert set(keras_scl.__all__) >= {"ClassBalancedBatches", "class_balanced_dataset", "EmbeddingView"}
+    assert all(hasattr(keras_scl, name) for name in keras_scl.__all__)
     assert keras_scl.__version__
 
 
