@@ -369,21 +369,7 @@ class SCLClassifier(keras_hub.models.Task):
         preprocessed once too. Datasets go through KerasHub's pipeline
         unchanged: shuffle them yourself.
         """
-        if isinstance(x, _InMemoryBatches):
-            batches = x if self.preprocessor is None else x.with_inputs(preprocess_in_chunks(self.preprocessor, x.x))
-        elif _is_in_memory(x):
-            if self.preprocessor is not None:
-                x = preprocess_in_chunks(self.preprocessor, x)
-            validation_split = kwargs.pop("validation_split", None)
-            if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
-                start = num_examples(x) - int(num_examples(x) * validation_split)
-                validation_data = tuple(
-                    take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
-                )
-                x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
-            batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
-            kwargs.setdefault("validation_batch_size", batch_size)
-        else:
+        if not isinstance(x, _InMemoryBatches) and not _is_in_memory(x):
             return super().fit(
                 x,
                 y,
@@ -396,6 +382,20 @@ class SCLClassifier(keras_hub.models.Task):
         if self.preprocessor is not None and isinstance(validation_data, (list, tuple)):
             if _is_in_memory(validation_data[0]):
                 validation_data = (preprocess_in_chunks(self.preprocessor, validation_data[0]), *validation_data[1:])
+        if isinstance(x, _InMemoryBatches):
+            batches = x if self.preprocessor is None else x.with_inputs(preprocess_in_chunks(self.preprocessor, x.x))
+        else:
+            if self.preprocessor is not None:
+                x = preprocess_in_chunks(self.preprocessor, x)
+            validation_split = kwargs.pop("validation_split", None)
+            if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
+                start = num_examples(x) - int(num_examples(x) * validation_split)
+                validation_data = tuple(
+                    take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+                )
+                x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
+            batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
+            kwargs.setdefault("validation_batch_size", batch_size)
         # Straight to `keras.Model.fit`: nothing is left for KerasHub's
         # pipeline to preprocess, and `batches` already shuffles (Keras would
         # otherwise also permute the order of the batches).
