@@ -333,9 +333,8 @@ class SCLClassifier(keras_hub.models.Task):
         batch_size = ops.sum(ops.ones_like(logits[:, 0], dtype="float32"))
         self.ce_tracker.update_state(ce_loss, sample_weight=batch_size)
         self.scl_tracker.update_state(scl_loss, sample_weight=batch_size)
-        self.positive_fraction_tracker.update_state(
-            ops.cast(anchors_with_positive(y, memory.get("memory_labels")), "float32")
-        )
+        has_positive = ops.cast(anchors_with_positive(y, memory.get("memory_labels")), "float32")
+        self.positive_fraction_tracker.update_state(ops.mean(has_positive), sample_weight=batch_size)
         return loss
 
     def _memory_for_loss(self):
