@@ -137,9 +137,9 @@ class SCLClassifier(keras_hub.models.Task):
 
     `fit()` and `evaluate()` log `loss`, `ce_loss`, `scl_loss`,
     `positive_fraction` (the fraction of anchors that had a positive: SCL
-    learns nothing from the others) and the compiled metrics (on the logits). Like any KerasHub task, the model
-    preprocesses raw strings when the classifier has a preprocessor, and
-    takes token ids otherwise. Calling the model returns
+    learns nothing from the others) and the compiled metrics (on the
+    logits). Like any KerasHub task, the model preprocesses raw strings when
+    the classifier has a preprocessor, and takes token ids otherwise. Calling the model returns
     `{"logits": ..., "embedding": ...}`; `predict()` returns the logits, as the
     classifier's own `predict()` does.
 
