@@ -116,6 +116,20 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
         )
     if (memory_embeddings is None) != (memory_labels is None):
         raise ValueError("`memory_embeddings` and `memory_labels` go together: give both or neither.")
+    if memory_embeddings is not None:
+        memory_embeddings = ops.convert_to_tensor(memory_embeddings)
+        memory_labels = ops.convert_to_tensor(memory_labels)
+        shapes = (
+            f"memory_embeddings.shape={tuple(memory_embeddings.shape)}, "
+            f"memory_labels.shape={tuple(memory_labels.shape)}"
+        )
+        if len(memory_embeddings.shape) != 2 or memory_embeddings.shape[-1] != y_pred.shape[-1]:
+            raise ValueError(
+                f"`memory_embeddings` must have shape (memory_size, {y_pred.shape[-1]}), the dim of `y_pred`. "
+                f"Received: {shapes}"
+            )
+        if tuple(memory_labels.shape) not in ((memory_embeddings.shape[0],), (memory_embeddings.shape[0], 1)):
+            raise ValueError(f"`memory_labels` must hold one class id per memory entry. Received: {shapes}")
     labels = _class_ids(y_true, y_pred.shape[0])
     if isinstance(temperature, keras.Variable):
         temperature = ops.cast(temperature, "float32")
@@ -130,7 +144,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     keys = anchors
     if memory_embeddings is not None:
         # The memory is a record of past batches: no gradient flows into it.
-        keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(ops.convert_to_tensor(memory_embeddings)))])
+        keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(memory_embeddings))])
     logits = ops.matmul(anchors, ops.transpose(keys)) / temperature
 
     key_labels, key_is_filled = _keys(labels, memory_labels)

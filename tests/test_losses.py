@@ -354,6 +354,10 @@ def test_anchors_with_positive_counts_memory_positives():
     assert ops.convert_to_numpy(with_memory).tolist() == expected.tolist()
 
 
-def test_memory_needs_both_parts():
+def test_memory_needs_both_parts_in_matching_shapes():
     with pytest.raises(ValueError, match="memory_embeddings.*memory_labels"):
         supervised_contrastive_loss([0, 0], np.eye(2), memory_embeddings=np.eye(2))
+    with pytest.raises(ValueError, match=r"shape \(memory_size, 2\).*memory_embeddings.shape=\(4, 3\)"):
+        supervised_contrastive_loss([0, 0], np.eye(2), memory_embeddings=np.ones((4, 3)), memory_labels=np.zeros(4))
+    with pytest.raises(ValueError, match=r"one class id per memory entry.*memory_labels.shape=\(3,\)"):
+        supervised_contrastive_loss([0, 0], np.eye(2), memory_embeddings=np.ones((4, 2)), memory_labels=np.zeros(3))
