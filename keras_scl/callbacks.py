@@ -23,8 +23,28 @@ from keras_scl.views import silhouette
 UNITS = ("epoch", "step")
 
 
+class _Ramp:
+    """A move from `start` (at 0) to `end` (from `duration` on); subclasses give its shape in `_shape`."""
+
+    def __init__(self, start, end, duration):
+        check_integer("duration", duration, 1)
+        self.start, self.end, self.duration = start, end, duration
+
+    def __call__(self, progress):
+        if progress >= self.duration:
+            return float(self.end)
+        return self.start + (self.end - self.start) * self._shape(progress / self.duration)
+
+    def get_config(self):
+        return {"start": self.start, "end": self.end, "duration": self.duration}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_scl")
-class LinearWarmup:
+class LinearWarmup(_Ramp):
     """From `start` to `end` in a straight line over `duration` epochs or steps, then `end`.
 
     Args:
@@ -38,25 +58,12 @@ class LinearWarmup:
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
 
-    def __init__(self, start, end, duration):
-        check_integer("duration", duration, 1)
-        self.start, self.end, self.duration = start, end, duration
-
-    def __call__(self, progress):
-        if progress >= self.duration:
-            return float(self.end)
-        return self.start + (self.end - self.start) * progress / self.duration
-
-    def get_config(self):
-        return {"start": self.start, "end": self.end, "duration": self.duration}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def _shape(self, fraction):
+        return fraction
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
-class Cosine:
+class Cosine(_Ramp):
     """From `start` to `end` along half a cosine over `duration` epochs or steps, then `end`.
 
     Args:
@@ -70,20 +77,8 @@ class Cosine:
     [1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
     """
 
-    def __init__(self, start, end, duration):
-        check_integer("duration", duration, 1)
-        self.start, self.end, self.duration = start, end, duration
-
-    def __call__(self, progress):
-        fraction = min(progress, self.duration) / self.duration
-        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * fraction))
-
-    def get_config(self):
-        return {"start": self.start, "end": self.end, "duration": self.duration}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def _shape(self, fraction):
+        return 0.5 * (1.0 - math.cos(math.pi * fraction))
 
 
 class _VariableScheduler(keras.callbacks.Callback):

@@ -132,11 +132,6 @@ def _check_resumable(config, output):
     path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
 
-def _strings(inputs):
-    """Python lists for KerasHub's tokenizers, which refuse NumPy arrays of strings."""
-    return tuple(column.tolist() for column in inputs) if isinstance(inputs, tuple) else inputs.tolist()
-
-
 class _TaskRunner:
     """Trains and evaluates the runs of one task: tokenises once, restores the initial weights per run."""
 
@@ -283,11 +278,11 @@ def _run_task(runner, config, todo, augmentation, output, bar):
     _, preprocessor, _, description = runner.classifier(config.losses[0])
     train_features = (
         dict(zip(used.tolist(), range(len(used)), strict=True)),
-        preprocess_in_chunks(preprocessor, _strings(task.train.take(used).inputs())),
+        preprocess_in_chunks(preprocessor, task.train.take(used).inputs()),
     )
     evaluation = {
         split: (
-            preprocess_in_chunks(preprocessor, _strings(task.evaluation.take(positions).inputs())),
+            preprocess_in_chunks(preprocessor, task.evaluation.take(positions).inputs()),
             task.evaluation.labels[positions],
         )
         for split, positions in (("val", any_split.validation), ("test", any_split.test))
@@ -336,7 +331,7 @@ def _training_set(task, train_features, positions, config, subsample, augmentati
         rows, sources = augmentation_for(augmentation, task.train.idx[positions])
         if rows:
             columns = tuple(np.array([row[feature] for row in rows], dtype=object) for feature in task.spec.features)
-            extra = preprocess_in_chunks(preprocessor, _strings(columns[0] if len(columns) == 1 else columns))
+            extra = preprocess_in_chunks(preprocessor, columns[0] if len(columns) == 1 else columns)
             extra_labels = np.array(
                 [labels[source] if source >= 0 else row["label"] for row, source in zip(rows, sources, strict=True)]
             )

@@ -10,60 +10,35 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_quickstart_runs_end_to_end(tmp_path):
-    command = [
-        sys.executable,
-        str(EXAMPLES / "quickstart.py"),
-        "--epochs",
-        "2",
-        "--train-size",
-        "16",
-        "--test-size",
-        "16",
-        "--hidden-dim",
-        "16",
-        "--output",
-        str(tmp_path),
-    ]
+def run_example(script, *arguments):
+    """Runs `examples/<script>` on the active backend; returns its stdout."""
+    command = [sys.executable, str(EXAMPLES / script), *(str(argument) for argument in arguments)]
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_quickstart_runs_end_to_end(tmp_path):
+    stdout = run_example(
+        "quickstart.py",
+        *("--epochs", 2, "--train-size", 16, "--test-size", 16, "--hidden-dim", 16, "--output", tmp_path),
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert [row["objective"] for row in results] == ["ce", "ce+scl"]
     assert [row["scl_weight"] for row in results] == [0.0, 0.9]
     assert all(0.0 <= row["val_sparse_categorical_accuracy"] <= 1.0 for row in results)
     assert (tmp_path / "ce.keras").exists() and (tmp_path / "ce+scl.keras").exists()
-    assert "| ce+scl |" in result.stdout
+    assert "| ce+scl |" in stdout
 
 
 def test_plugins_example_runs_end_to_end(tmp_path):
-    command = [
-        sys.executable,
-        str(EXAMPLES / "plugins.py"),
-        "--encoder",
-        "tiny",
-        "--task",
-        "mini/films",
-        "--train-size",
-        "16",
-        "--heldout-size",
-        "20",
-        "--batch-size",
-        "4",
-        "--memory-size",
-        "8",
-        "--memory-warmup-steps",
-        "2",
-        "--epochs",
-        "2",
-        "--sequence-length",
-        "16",
-        "--output",
-        str(tmp_path),
-    ]
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    stdout = run_example(
+        "plugins.py",
+        *("--encoder", "tiny", "--task", "mini/films", "--train-size", 16, "--heldout-size", 20),
+        *("--batch-size", 4, "--memory-size", 8, "--memory-warmup-steps", 2, "--epochs", 2),
+        *("--sequence-length", 16, "--output", tmp_path),
+    )
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["positive_fraction"] == [1.0, 1.0]  # balanced batches of 2 + 2
     assert history["scl_weight"] == pytest.approx([0.675, 0.9])  # 0 -> 0.9 over steps 0-4 of 8; epoch 1 ends at 3
@@ -73,4 +48,4 @@ def test_plugins_example_runs_end_to_end(tmp_path):
         "embeddings_epoch_001.png",
         "embeddings_epoch_002.png",
     ]
-    assert "Anchors with a positive in the last epoch: 100%" in result.stdout
+    assert "Anchors with a positive in the last epoch: 100%" in stdout
