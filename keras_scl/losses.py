@@ -5,6 +5,9 @@ import numbers
 import keras
 from keras import ops
 
+from keras_scl.distributed import all_gather
+from keras_scl.distributed import gathers_global_batch
+
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
 
 # Added to the squared norm under the inverse square root: a zero embedding
@@ -236,6 +239,18 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
 
     A batch with no positive at all gives 0.
 
+    Under `torch.distributed` with several processes (DDP), the loss of a
+    training step is the loss of the global batch: the embeddings, labels
+    and sample weights of every rank are gathered (gradients flow back to
+    each rank's own examples, see `keras_scl.distributed.all_gather`), every
+    rank computes the same value, and after DDP averages the gradients over
+    ranks they equal those of one process on the whole batch. Every rank
+    must then call the loss at each step with the same local batch size.
+    With `"none"` the result holds the global batch's per-anchor losses, in
+    rank order. In evaluation (autograd off) each rank keeps its own batch.
+    Under JAX's `keras.distribution.DataParallel` the loss sees the global
+    batch by itself.
+
     Args:
         temperature: τ > 0 that divides the cosine similarities, a number or
             a `keras.Variable`. Defaults to `0.3`, the setting reproductions
@@ -246,6 +261,9 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         name: Name of the loss. Defaults to `"supervised_contrastive_loss"`.
         dtype: Accepted for API compatibility; the loss always computes and
             returns float32, also under a mixed-precision policy.
+        global_batch: Whether, under `torch.distributed`, training steps use
+            the global batch (above). `False` keeps each rank's loss to its
+            own batch. Defaults to `True`.
 
     Example:
 
@@ -265,12 +283,16 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         reduction="sum_over_batch_size",
         name="supervised_contrastive_loss",
         dtype=None,
+        global_batch=True,
     ):
         _check_temperature(temperature)
         if reduction not in REDUCTIONS:
             raise ValueError(f"`reduction` must be one of {REDUCTIONS}. Received: reduction={reduction!r}")
+        if not isinstance(global_batch, bool):
+            raise ValueError(f"`global_batch` must be True or False. Received: global_batch={global_batch!r}")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = temperature
+        self.global_batch = global_batch
 
     def call(self, y_true, y_pred):
         return supervised_contrastive_loss(y_true, y_pred, temperature=self.temperature)
@@ -280,6 +302,10 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         # Keras' own reduction divides by the batch size; ours divides by the
         # anchors that have a positive, so the reduction is done here.
         with keras.name_scope(self.name):
+            if self.global_batch and gathers_global_batch():
+                y_true, y_pred = all_gather(y_true), all_gather(y_pred)
+                if sample_weight is not None:
+                    sample_weight = all_gather(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
             loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature, memory_embeddings, memory_labels)
             weights = ops.ones_like(loss)
             if sample_weight is not None:
@@ -300,4 +326,5 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         config = super().get_config()
         # A float, also while a model's schedule moves it through a variable.
         config["temperature"] = float(ops.convert_to_numpy(self.temperature))
+        config["global_batch"] = self.global_batch
         return config

@@ -13,6 +13,9 @@ from keras_scl.batching import _InMemoryBatches
 from keras_scl.batching import num_examples
 from keras_scl.batching import preprocess_in_chunks
 from keras_scl.batching import take
+from keras_scl.distributed import all_gather
+from keras_scl.distributed import gathers_global_batch
+from keras_scl.distributed import world_size
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
 
@@ -243,6 +246,12 @@ class SCLClassifier(keras_hub.models.Task):
         self.memory_size = memory_size
         self.memory_warmup_steps = memory_warmup_steps
 
+        if keras.backend.backend() == "torch":
+            # KerasHub builds its tasks with torch's attribute hooks off, so
+            # their variables never reach `torch.nn.Module.parameters()`.
+            # Registered now, DDP and torch optimizers see them.
+            self._track_variables()
+
     def _state(self, name, shape, value, dtype="float32"):
         return self.add_weight(
             shape=shape, initializer=keras.initializers.Constant(value), trainable=False, dtype=dtype, name=name
@@ -321,8 +330,15 @@ class SCLClassifier(keras_hub.models.Task):
         ce_loss = cross_entropy(y, logits, sample_weight=sample_weight)
         memory = self._memory_for_loss() if training and self.memory_size else {}
         scl_loss = self.loss(y, embedding, sample_weight=sample_weight, **memory)
+        labels = ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,))
+        if training and getattr(self.loss, "global_batch", False) and gathers_global_batch():
+            # The loss saw the global batch (DDP, see `keras_scl.distributed`):
+            # so do the memory, which stays the same on every rank, and the count.
+            labels = all_gather(labels)
+            if memory:
+                embedding = all_gather(ops.stop_gradient(embedding))
         if memory:
-            self._enqueue(embedding, ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,)))
+            self._enqueue(embedding, labels)
         scl_weight = ops.cast(self._scl_weight, ce_loss.dtype)
         loss = (1.0 - scl_weight) * ce_loss + scl_weight * ops.cast(scl_loss, ce_loss.dtype)
         for extra_loss in self.losses:  # regularisers, as Keras' own compute_loss adds them
@@ -333,7 +349,7 @@ class SCLClassifier(keras_hub.models.Task):
         batch_size = ops.sum(ops.ones_like(logits[:, 0], dtype="float32"))
         self.ce_tracker.update_state(ce_loss, sample_weight=batch_size)
         self.scl_tracker.update_state(scl_loss, sample_weight=batch_size)
-        has_positive = ops.cast(anchors_with_positive(y, memory.get("memory_labels")), "float32")
+        has_positive = ops.cast(anchors_with_positive(labels, memory.get("memory_labels")), "float32")
         self.positive_fraction_tracker.update_state(ops.mean(has_positive), sample_weight=batch_size)
         return loss
 
@@ -367,7 +383,17 @@ class SCLClassifier(keras_hub.models.Task):
         one fixed order.) `keras_scl.batching.ClassBalancedBatches` are
         preprocessed once too. Datasets go through KerasHub's pipeline
         unchanged: shuffle them yourself.
+
+        Under `torch.distributed` with several processes, Keras (3.15) `fit`
+        would not average gradients across ranks: train with a DDP loop
+        instead (`examples/ddp_training.py`).
         """
+        if world_size() > 1:
+            raise RuntimeError(
+                f"SCLClassifier.fit runs in one of {world_size()} torch.distributed processes, and Keras "
+                f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
+                "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
+            )
         if not isinstance(x, _InMemoryBatches) and not _is_in_memory(x):
             return super().fit(
                 x,

@@ -251,6 +251,11 @@ def test_unknown_reduction_is_rejected():
         SupervisedContrastiveLoss(reduction="average")
 
 
+def test_global_batch_must_be_a_bool():
+    with pytest.raises(ValueError, match="global_batch='yes'"):
+        SupervisedContrastiveLoss(global_batch="yes")
+
+
 @pytest.mark.parametrize(
     "labels, embeddings, message",
     [
@@ -269,11 +274,12 @@ def test_bad_inputs_raise_with_the_value(labels, embeddings, message):
 
 # --- Serialisation -----------------------------------------------------------
 def test_config_round_trips():
-    loss = SupervisedContrastiveLoss(temperature=0.1, reduction="sum", name="scl")
+    loss = SupervisedContrastiveLoss(temperature=0.1, reduction="sum", name="scl", global_batch=False)
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, SupervisedContrastiveLoss)
     assert restored.get_config() == loss.get_config()
     assert (restored.temperature, restored.reduction, restored.name) == (0.1, "sum", "scl")
+    assert restored.global_batch is False
     labels, embeddings = make_batch(6, 4, "random")
     np.testing.assert_allclose(float(restored(labels, embeddings)), float(loss(labels, embeddings)))
 
