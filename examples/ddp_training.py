@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from keras_scl import SCLClassifier  # noqa: E402
 from keras_scl import SupervisedContrastiveLoss  # noqa: E402
@@ -135,7 +136,7 @@ def main(argv=None):
         for tracker in trackers:
             tracker.reset_state()
         total = torch.zeros((), device=parameters[0].device)
-        for *inputs, labels in batches:
+        for *inputs, labels in tqdm(batches, desc=f"epoch {epoch + 1}", disable=rank != 0, leave=False):
             x = dict(zip(sorted(token_ids), (tensor.to(total.device) for tensor in inputs), strict=True))
             total += train_step(ddp_model, model, optimizer, x, labels.to(total.device))
         # Means over this rank's steps, then over the ranks (one collective, one read per epoch).

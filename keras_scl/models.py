@@ -176,6 +176,11 @@ class SCLClassifier(keras_hub.models.Task):
     `keras_scl.callbacks` do, reaches a compiled train step without a
     retrace. `compile()` sets `temperature` from its loss.
 
+    On several GPUs with torch DDP, the SCL term and the memory see the
+    global batch (see `keras_scl.distributed` and `examples/ddp_training.py`);
+    under JAX's `keras.distribution.DataParallel`, `fit` works as on one
+    device.
+
     The memory is a FIFO queue, oldest entry first: after each training
     step, the step's embeddings (float32) and class ids are appended and the
     oldest entries fall out; empty slots have label -1. The loss of a step

@@ -506,3 +506,13 @@ def test_memory_arguments_are_checked():
         _ = SCLClassifier(classifier).memory
     with pytest.raises(ValueError, match="needs a `keras_scl.SupervisedContrastiveLoss`"):
         SCLClassifier(classifier, memory_size=4).compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch modules only")
+def test_torch_sees_every_variable_as_a_parameter():
+    # KerasHub builds its tasks with torch's attribute hooks off; DDP and torch optimizers need the parameters.
+    model = SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False), memory_size=4)
+    parameters = list(model.parameters())
+    assert len(parameters) == len(model.variables)
+    trainable = {id(parameter) for parameter in parameters if parameter.requires_grad}
+    assert trainable == {id(variable.value) for variable in model.trainable_variables}
