@@ -143,12 +143,19 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     # Constants enter through Python operators and `*_like` tensors, never as a
     # Python number given to `ops.where` or `ops.maximum`: on the torch backend
     # those become a new device tensor, a host-to-device copy that stalls a GPU.
+    #
+    # Past the (batch, keys) product the loss is bound by passes over
+    # (batch, keys) arrays, so it makes few: 1/τ scales the (batch, dim)
+    # side, and the positives' sum and the denominator read the logits
+    # directly, with no log-probability matrix in between.
     anchors = _normalized(y_pred)
-    keys = anchors
-    if memory_embeddings is not None:
+    scaled = anchors / temperature
+    if memory_embeddings is None:
+        logits = _self_similarity(scaled, anchors)
+    else:
         # The memory is a record of past batches: no gradient flows into it.
         keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(memory_embeddings))])
-    logits = ops.matmul(anchors, ops.transpose(keys)) / temperature
+        logits = ops.matmul(scaled, ops.transpose(keys))
 
     key_labels, key_is_filled = _keys(labels, memory_labels)
     positive_mask, is_self = _positive_mask(labels, key_labels, key_is_filled)
@@ -159,14 +166,31 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     is_other_key = ops.expand_dims(key_is_filled, 0) & ops.logical_not(is_self)
     has_other_key = ops.any(is_other_key, axis=1, keepdims=True)
     excluded = (is_self & has_other_key) | ops.logical_not(ops.expand_dims(key_is_filled, 0))
-    log_denominator = ops.logsumexp(ops.where(excluded, logits - float("inf"), logits), axis=1, keepdims=True)
-    log_probability = logits - log_denominator  # finite everywhere, so masking by product is exact
+    corner = ops.zeros_like(logits[:1, :1])  # broadcast, not a (batch, keys) array of constants
+    log_denominator = ops.logsumexp(ops.where(excluded, corner - float("inf"), logits), axis=1)
 
-    positive_mask = ops.cast(positive_mask, "float32")
-    positive_count = ops.sum(positive_mask, axis=1)
-    positive_loss = ops.sum(-log_probability * positive_mask, axis=1)
-    loss = positive_loss / ops.maximum(positive_count, ops.ones_like(positive_count))
-    return loss, positive_count > 0
+    # -1/|P(i)| sum_p log(exp(l_ip) / denominator_i) = log denominator_i - mean_p l_ip
+    positive_count = ops.cast(ops.sum(positive_mask, axis=1), "float32")
+    positive_sum = ops.sum(ops.where(positive_mask, logits, corner), axis=1)
+    has_positive = positive_count > 0
+    one = ops.ones_like(positive_count)
+    loss = ops.where(has_positive, log_denominator - positive_sum / ops.maximum(positive_count, one), 0 * one)
+    return loss, has_positive
+
+
+def _self_similarity(scaled, anchors):
+    """`scaled @ anchors.T` for `scaled = anchors / τ`, with a gradient that takes one matrix product, not two.
+
+    The product is symmetric. Its gradient flows into both factors: `G @
+    anchors` into the row side and `G.T @ scaled` into the column side, two
+    (batch, batch, dim) products. Here the column side is detached and the
+    transpose carries the value, so the row side receives `(G + G.T) @
+    anchors` through a single product: the same gradient, as the row and
+    column sides are the same embeddings.
+    """
+    product = ops.matmul(scaled, ops.transpose(ops.stop_gradient(anchors)))
+    # The value of `product.T`; the term in brackets is 0 and routes G into `product` too.
+    return ops.transpose(product) + (product - ops.stop_gradient(product))
 
 
 def supervised_contrastive_loss(y_true, y_pred, temperature=0.3, memory_embeddings=None, memory_labels=None):
