@@ -59,25 +59,33 @@ def _normalized(embeddings):
     return embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_EPSILON)
 
 
-def _keys(labels, memory_labels):
-    """Labels of the keys (the batch, then the memory) and which keys are filled.
+def _masks(labels, memory_labels=None):
+    """Which keys are positives of each anchor, and which leave its denominator.
 
-    Returns `(key_labels, key_is_filled)`, int32 and bool of shape `(keys,)`.
+    The keys are the batch, then the memory's entries. `positive[i, k]`: key
+    `k` has anchor `i`'s label, is filled and is not `i` itself.
+    `excluded[i, k]`: key `k` is `i` itself or an empty memory slot. An anchor
+    with no other key at all (a batch of one, with no memory) keeps its
+    self-similarity, so that its log-sum-exp stays finite (it has no
+    positive: its loss is 0).
+
+    Returns:
+        `(positive, excluded)`: bool arrays of shape `(batch, keys)`.
     """
     labels = ops.cast(labels, "int32")
-    if memory_labels is None:
-        return labels, ops.ones_like(labels, dtype="bool")
+    batch_size = ops.shape(labels)[0]
+    if memory_labels is None:  # the common case, in few passes: every key is filled
+        is_self = ops.eye(batch_size, dtype="bool")
+        same_label = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
+        return same_label & ops.logical_not(is_self), is_self & (batch_size > 1)
     memory_labels = ops.cast(ops.reshape(memory_labels, (-1,)), "int32")
     key_labels = ops.concatenate([labels, memory_labels])
-    return key_labels, ops.concatenate([ops.ones_like(labels, dtype="bool"), memory_labels >= 0])
-
-
-def _positive_mask(labels, key_labels, key_is_filled):
-    """`mask[i, k]`: key `k` is a positive of anchor `i` (same label, filled, not `i` itself)."""
-    batch_size = ops.shape(labels)[0]
+    is_filled = ops.expand_dims(ops.concatenate([ops.ones_like(labels, dtype="bool"), memory_labels >= 0]), 0)
     is_self = ops.eye(batch_size, ops.shape(key_labels)[0], dtype="bool")
-    same_label = ops.equal(ops.expand_dims(ops.cast(labels, "int32"), 1), ops.expand_dims(key_labels, 0))
-    return same_label & ops.expand_dims(key_is_filled, 0) & ops.logical_not(is_self), is_self
+    is_other_key = is_filled & ops.logical_not(is_self)
+    positive = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(key_labels, 0)) & is_other_key
+    has_other_key = ops.any(is_other_key, axis=1, keepdims=True)
+    return positive, (is_self & has_other_key) | ops.logical_not(is_filled)
 
 
 def anchors_with_positive(y_true, memory_labels=None):
@@ -99,9 +107,8 @@ def anchors_with_positive(y_true, memory_labels=None):
     >>> keras.ops.convert_to_numpy(anchors_with_positive(np.array([0, 0, 1]), np.array([1, -1]))).tolist()
     [True, True, True]
     """
-    labels = _class_ids(ops.convert_to_tensor(y_true), None)
-    positive_mask, _ = _positive_mask(labels, *_keys(labels, memory_labels))
-    return ops.any(positive_mask, axis=1)
+    positive, _ = _masks(_class_ids(ops.convert_to_tensor(y_true), None), memory_labels)
+    return ops.any(positive, axis=1)
 
 
 def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memory_labels=None):
@@ -151,21 +158,12 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     anchors = _normalized(y_pred)
     scaled = anchors / temperature
     if memory_embeddings is None:
-        logits = _self_similarity(scaled, anchors)
+        logits = _self_similarity(scaled, ops.stop_gradient(anchors))
     else:
         # The memory is a record of past batches: no gradient flows into it.
         keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(memory_embeddings))])
         logits = ops.matmul(scaled, ops.transpose(keys))
-
-    key_labels, key_is_filled = _keys(labels, memory_labels)
-    positive_mask, is_self = _positive_mask(labels, key_labels, key_is_filled)
-    # The anchor leaves its own denominator, and empty memory slots leave every
-    # denominator. An anchor with no other key at all (a batch of one, with no
-    # memory) keeps its self-similarity, so that the log-sum-exp stays finite
-    # (it has no positive: its loss is 0).
-    is_other_key = ops.expand_dims(key_is_filled, 0) & ops.logical_not(is_self)
-    has_other_key = ops.any(is_other_key, axis=1, keepdims=True)
-    excluded = (is_self & has_other_key) | ops.logical_not(ops.expand_dims(key_is_filled, 0))
+    positive_mask, excluded = _masks(labels, memory_labels)
     corner = ops.zeros_like(logits[:1, :1])  # broadcast, not a (batch, keys) array of constants
     log_denominator = ops.logsumexp(ops.where(excluded, corner - float("inf"), logits), axis=1)
 
@@ -178,19 +176,22 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     return loss, has_positive
 
 
+@ops.custom_gradient
 def _self_similarity(scaled, anchors):
-    """`scaled @ anchors.T` for `scaled = anchors / τ`, with a gradient that takes one matrix product, not two.
+    """`scaled @ anchors.T`, for `scaled = anchors / τ` and `anchors` detached, with a cheaper gradient.
 
-    The product is symmetric. Its gradient flows into both factors: `G @
-    anchors` into the row side and `G.T @ scaled` into the column side, two
-    (batch, batch, dim) products. Here the column side is detached and the
-    transpose carries the value, so the row side receives `(G + G.T) @
-    anchors` through a single product: the same gradient, as the row and
-    column sides are the same embeddings.
+    The gradient of `a / τ @ a.T` with respect to `a` is `(G @ a + G.T @ a) / τ`:
+    G reaches `a` through both factors, which takes two (batch, batch, dim)
+    products. Given to `scaled` whole, as `(G + G.T) @ anchors`, it is the same
+    gradient for one product and one (batch, batch) sum.
     """
-    product = ops.matmul(scaled, ops.transpose(ops.stop_gradient(anchors)))
-    # The value of `product.T`; the term in brackets is 0 and routes G into `product` too.
-    return ops.transpose(product) + (product - ops.stop_gradient(product))
+
+    def gradient(*args, upstream=None):
+        if upstream is None:  # JAX and TensorFlow pass it positionally
+            (upstream,) = args
+        return ops.matmul(upstream + ops.transpose(upstream), anchors), ops.zeros_like(anchors)
+
+    return ops.matmul(scaled, ops.transpose(anchors)), gradient
 
 
 def supervised_contrastive_loss(y_true, y_pred, temperature=0.3, memory_embeddings=None, memory_labels=None):
