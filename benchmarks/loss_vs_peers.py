@@ -13,7 +13,8 @@ gradient, labels of 10 classes):
    peer, which computes in bfloat16, is reported against it;
 2. times, in interleaved rounds, forward + backward of each, and the floor:
    the B×B×D products no implementation avoids, the similarity `Z Zᵀ` and one
-   product of the backward pass, `G Z`, in the input dtype;
+   product of the backward pass, `G Z`, in the input dtype; with `--compile`,
+   also keras_scl's loss under `torch.compile`;
 3. measures peak memory of one forward + backward: on CUDA with the caching
    allocator's statistics, on CPU (Linux) as the growth of the peak resident
    set of a fresh process that runs it once.
@@ -47,6 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-round-seconds", type=float, default=0.2, help="calls per round: at least this long")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--compile", action="store_true", help="also time keras_scl under torch.compile")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--peak-memory-of", help=argparse.SUPPRESS)  # internal: one run in a fresh process
     return parser.parse_args(argv)
@@ -59,8 +61,12 @@ def inputs(batch_size, dim, dtype, device, seed=0):
     return embeddings.requires_grad_(), labels
 
 
-def implementations():
-    """name -> `step(embeddings, labels)`: forward + backward, returns the loss."""
+def implementations(compiled=False):
+    """name -> `step(embeddings, labels)`: forward + backward, returns the loss.
+
+    With `compiled`, also keras_scl's loss under `torch.compile` (what Keras'
+    `jit_compile=True` does to a train step on torch): fused, in few passes.
+    """
     from pytorch_metric_learning.losses import SupConLoss
 
     from keras_scl import SupervisedContrastiveLoss
@@ -84,7 +90,18 @@ def implementations():
             similarity = embeddings @ embeddings.T  # forward: Z Zᵀ
             return similarity @ embeddings  # backward: G Z, with G the size of the similarity
 
-    return {"keras_scl": keras_scl_step, "peer": peer_step, "floor": floor_step}
+    steps = {"keras_scl": keras_scl_step, "peer": peer_step, "floor": floor_step}
+    if compiled:
+        compiled_loss = torch.compile(lambda labels, embeddings: ours(labels, embeddings))
+
+        def compiled_step(embeddings, labels):
+            embeddings.grad = None
+            loss = compiled_loss(labels, embeddings)
+            loss.backward()
+            return loss
+
+        steps["compiled"] = compiled_step
+    return steps
 
 
 def check_values(steps, batch_size, dim, dtype, device):
@@ -98,6 +115,10 @@ def check_values(steps, batch_size, dim, dtype, device):
         reference = float(steps["keras_scl"](embeddings.detach().float().requires_grad_(), labels).detach())
     if abs(ours - reference) > 1e-5 * max(1.0, abs(reference)):
         raise AssertionError(f"keras_scl {ours} != {reference} at B={batch_size}, D={dim}, {dtype}")
+    if "compiled" in steps:  # compiles for this shape, outside the timed rounds
+        compiled = float(steps["compiled"](embeddings, labels).detach())
+        if abs(compiled - ours) > 1e-5 * max(1.0, abs(ours)):
+            raise AssertionError(f"compiled keras_scl {compiled} != {ours} at B={batch_size}, D={dim}, {dtype}")
     return abs(peer - reference) / abs(reference)
 
 
@@ -143,13 +164,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.peak_memory_of:
         return _peak_memory_in_this_process(args.peak_memory_of)
-    steps = implementations()
+    steps = implementations(compiled=args.compile)
     on_gpu = args.device.startswith("cuda")
     device_name = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {device_name}, torch {torch.__version__}, τ = {TEMPERATURE}, {NUM_CLASSES} classes\n")
     print("| B | D | dtype | keras_scl ms | peer ms | floor ms | ours/peer | ours/floor | peer gap", end="")
-    print(" | ours MiB | peer MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(" | ours MiB | peer MiB | compiled ms | compiled/floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for dtype in args.dtypes:
         for dim in args.dims:
@@ -174,7 +195,12 @@ def main(argv=None):
                     f"| {batch_size} | {dim} | {dtype} | {row['keras_scl_ms']:.2f} | {row['peer_ms']:.2f} | "
                     f"{row['floor_ms']:.2f} | {seconds['keras_scl'] / seconds['peer']:.2f} | "
                     f"{seconds['keras_scl'] / seconds['floor']:.2f} | {gap:.1e} | "
-                    f"{memory['keras_scl']:.0f} | {memory['peer']:.0f} |",
+                    f"{memory['keras_scl']:.0f} | {memory['peer']:.0f} | "
+                    + (
+                        f"{row['compiled_ms']:.2f} | {seconds['compiled'] / seconds['floor']:.2f} |"
+                        if args.compile
+                        else "– | – |"
+                    ),
                     flush=True,
                 )
     if args.json:
