@@ -92,7 +92,9 @@ def implementations(compiled=False):
 
     steps = {"keras_scl": keras_scl_step, "peer": peer_step, "floor": floor_step}
     if compiled:
-        compiled_loss = torch.compile(lambda labels, embeddings: ours(labels, embeddings))
+        # Static shapes: `main` resets the compiler for each configuration, so
+        # each one gets its own graph instead of one generic over sizes.
+        compiled_loss = torch.compile(lambda labels, embeddings: ours(labels, embeddings), dynamic=False)
 
         def compiled_step(embeddings, labels):
             embeddings.grad = None
@@ -175,6 +177,8 @@ def main(argv=None):
     for dtype in args.dtypes:
         for dim in args.dims:
             for batch_size in args.batch_sizes:
+                if args.compile:
+                    torch.compiler.reset()
                 gap = check_values(steps, batch_size, dim, dtype, args.device)
                 embeddings, labels = inputs(batch_size, dim, dtype, args.device)
                 seconds = interleaved(
