@@ -106,21 +106,21 @@ def implementations(compiled=False):
     return steps
 
 
-def check_values(steps, batch_size, dim, dtype, device):
+def check_values(steps, embeddings, labels):
     """Asserts that ours equals the peer (float32) or its own float32 value (bfloat16); returns the peer's gap."""
-    embeddings, labels = inputs(batch_size, dim, dtype, device)
+    where = f"at B×D={tuple(embeddings.shape)}, {embeddings.dtype}"
     ours = float(steps["keras_scl"](embeddings, labels).detach())
     peer = float(steps["peer"](embeddings, labels).detach())
-    if dtype == "float32":
+    if embeddings.dtype == torch.float32:
         reference = peer
     else:  # keras_scl upcasts: its bfloat16 value is its float32 value on the same (rounded) inputs
         reference = float(steps["keras_scl"](embeddings.detach().float().requires_grad_(), labels).detach())
     if abs(ours - reference) > 1e-5 * max(1.0, abs(reference)):
-        raise AssertionError(f"keras_scl {ours} != {reference} at B={batch_size}, D={dim}, {dtype}")
+        raise AssertionError(f"keras_scl {ours} != {reference} {where}")
     if "compiled" in steps:  # compiles for this shape, outside the timed rounds
         compiled = float(steps["compiled"](embeddings, labels).detach())
         if abs(compiled - ours) > 1e-5 * max(1.0, abs(ours)):
-            raise AssertionError(f"compiled keras_scl {compiled} != {ours} at B={batch_size}, D={dim}, {dtype}")
+            raise AssertionError(f"compiled keras_scl {compiled} != {ours} {where}")
     return abs(peer - reference) / abs(reference)
 
 
@@ -179,8 +179,8 @@ def main(argv=None):
             for batch_size in args.batch_sizes:
                 if args.compile:
                     torch.compiler.reset()
-                gap = check_values(steps, batch_size, dim, dtype, args.device)
                 embeddings, labels = inputs(batch_size, dim, dtype, args.device)
+                gap = check_values(steps, embeddings, labels)
                 seconds = interleaved(
                     {name: functools.partial(step, embeddings, labels) for name, step in steps.items()},
                     args.rounds,

@@ -75,12 +75,9 @@ def distributed_batches(x, y, batch_size, seed):
     SCL loss gathers them): `drop_last` drops the rest.
     """
     tensors = [torch.from_numpy(np.asarray(x[key])) for key in sorted(x)] + [torch.from_numpy(np.asarray(y))]
-    sampler = torch.utils.data.distributed.DistributedSampler(
-        torch.utils.data.TensorDataset(*tensors), shuffle=True, seed=seed, drop_last=True
-    )
-    return torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(*tensors), batch_size=batch_size, sampler=sampler, drop_last=True
-    )
+    dataset = torch.utils.data.TensorDataset(*tensors)
+    sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
 
 
 def train_step(ddp_model, model, optimizer, x, y, sample_weight=None):
