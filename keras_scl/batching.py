@@ -60,8 +60,15 @@ def _class_ids(y):
     return y.reshape(len(y)).astype(np.int64)
 
 
-class _InMemoryBatches(keras.utils.PyDataset):
-    """In-memory `(x, y, sample_weight)` served in batches of indices that `_plan_epoch` draws."""
+class InMemoryBatches(keras.utils.PyDataset):
+    """In-memory `(x, y, sample_weight)` served in batches of indices that `_plan_epoch` draws.
+
+    On the torch backend the numeric arrays live on the training device (a
+    GPU where there is one), copied there once, and each batch is gathered
+    there by indices copied once per epoch: a training step then waits for
+    no host-to-device copy. Text (strings) stays in NumPy. On JAX and
+    TensorFlow batches are NumPy arrays.
+    """
 
     def __init__(self, x, y, sample_weight, batch_size):
         super().__init__()
@@ -74,9 +81,11 @@ class _InMemoryBatches(keras.utils.PyDataset):
                 raise ValueError(
                     f"`x` has {self.size} examples but `{name}` has {num_examples(data)}. They must match."
                 )
+        self._on_device = None  # (x, y, sample_weight) on the torch device, made at the first batch
 
     def _start(self):
         self._batches = self._plan_epoch()
+        self._device_batches = None
 
     def _plan_epoch(self):
         raise NotImplementedError
@@ -87,22 +96,44 @@ class _InMemoryBatches(keras.utils.PyDataset):
             raise ValueError(f"The new `x` has {num_examples(x)} examples; these batches serve {self.size}.")
         batches = copy.copy(self)
         batches.x = _to_numpy(x)
+        batches._on_device = None
         return batches
 
     def __len__(self):
         return len(self._batches)
 
     def __getitem__(self, index):
-        indices = self._batches[index]
+        if keras.backend.backend() != "torch":
+            indices = self._batches[index]
+            return keras.utils.pack_x_y_sample_weight(
+                take(self.x, indices), take(self.y, indices), take(self.sample_weight, indices)
+            )
+        if self._on_device is None:
+            self._on_device = keras.tree.map_structure(_numeric_to_tensor, (self.x, self.y, self.sample_weight))
+        if self._device_batches is None:  # this epoch's indices, in one copy
+            flat = keras.ops.convert_to_tensor(np.concatenate(self._batches).astype("int64"))
+            self._device_batches = list(flat.split([len(batch) for batch in self._batches]))
+        host_indices, device_indices = self._batches[index], self._device_batches[index]
         return keras.utils.pack_x_y_sample_weight(
-            take(self.x, indices), take(self.y, indices), take(self.sample_weight, indices)
+            *keras.tree.map_structure(
+                lambda data: data[device_indices] if keras.ops.is_tensor(data) else data[host_indices],
+                self._on_device,
+                none_is_leaf=False,
+            )
         )
 
     def on_epoch_end(self):
-        self._batches = self._plan_epoch()
+        self._start()
 
 
-class ShuffledBatches(_InMemoryBatches):
+def _numeric_to_tensor(data):
+    # Numbers go to the device; text cannot.
+    if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
+        return keras.ops.convert_to_tensor(data)
+    return data
+
+
+class ShuffledBatches(InMemoryBatches):
     """In-memory data in batches, in a new random order every epoch.
 
     Keras shuffles arrays itself, but not the same way on every backend: on
@@ -124,7 +155,7 @@ class ShuffledBatches(_InMemoryBatches):
     Example:
 
     >>> batches = ShuffledBatches(np.arange(10), np.arange(10) % 2, batch_size=4, seed=0)
-    >>> len(batches), batches[2][0].shape
+    >>> len(batches), tuple(batches[2][0].shape)
     (3, (2,))
     """
 
@@ -239,7 +270,7 @@ class ClassBalancedSampler:
             yield self.next_batch()
 
 
-class ClassBalancedBatches(_InMemoryBatches):
+class ClassBalancedBatches(InMemoryBatches):
     """In-memory data in class-balanced batches, for `model.fit`.
 
     The batches of a `ClassBalancedSampler` (see there), new ones every
@@ -368,6 +399,90 @@ def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
         for start in range(0, num_examples(x), chunk_size)
     ]
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
+
+
+def contains_strings(data):
+    """Whether `data` (a batch's inputs, any nesting) holds text that a preprocessor must tokenise."""
+    for leaf in keras.tree.flatten(data):
+        if isinstance(leaf, (str, bytes)):
+            return True
+        if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "OUS":
+            return True
+    return False
+
+
+def preprocess_batch(preprocessor, batch):
+    """`batch` (`x`, `(x, y)` or `(x, y, sample_weight)`) with its text inputs run through `preprocessor`."""
+    if isinstance(batch, list) and contains_strings(batch) and all(isinstance(s, (str, bytes)) for s in batch):
+        batch = (batch,)  # a batch of texts alone, as `predict` takes them
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    if contains_strings(x):
+        x = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=_as_lists(x)))
+    return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+
+class PreprocessedDataset(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` whose batches of text go through a preprocessor as they are served."""
+
+    def __init__(self, dataset, preprocessor):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset, self.preprocessor = dataset, preprocessor
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return preprocess_batch(self.preprocessor, self.dataset[index])
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+def _preprocessed_loader(loader, preprocessor):
+    """A torch `DataLoader` serving `loader`'s batches through `preprocessor` (in this process)."""
+    import torch.utils.data
+
+    class Preprocessed(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return (preprocess_batch(preprocessor, batch) for batch in loader)
+
+        def __len__(self):
+            return len(loader)
+
+    # `batch_size=None`: batches stay as `loader` made them (NumPy becomes tensors).
+    return torch.utils.data.DataLoader(Preprocessed(), batch_size=None, pin_memory=loader.pin_memory)
+
+
+def _is_torch_data_loader(data):
+    classes = type(data).__mro__
+    return any(cls.__module__.startswith("torch.utils.data") and cls.__name__ == "DataLoader" for cls in classes)
+
+
+def preprocessed(data, preprocessor):
+    """Batches of `data` with text tokenised by `preprocessor` as they are served; `data` itself without one.
+
+    `data` is a `keras.utils.PyDataset`, a torch `DataLoader` or any
+    iterable of batches (`x`, `(x, y)` or `(x, y, sample_weight)`). Batches
+    that hold no text pass through as they are.
+    """
+    if preprocessor is None:
+        return data
+    if isinstance(data, keras.utils.PyDataset):
+        return PreprocessedDataset(data, preprocessor)
+    if _is_torch_data_loader(data):
+        return _preprocessed_loader(data, preprocessor)
+    return (preprocess_batch(preprocessor, batch) for batch in data)
 
 
 def _as_lists(x):

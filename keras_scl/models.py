@@ -8,10 +8,12 @@ import numpy as np
 from keras import ops
 
 from keras_scl._validation import check_integer
+from keras_scl.batching import InMemoryBatches
 from keras_scl.batching import ShuffledBatches
-from keras_scl.batching import _InMemoryBatches
+from keras_scl.batching import contains_strings
 from keras_scl.batching import num_examples
 from keras_scl.batching import preprocess_in_chunks
+from keras_scl.batching import preprocessed
 from keras_scl.batching import take
 from keras_scl.distributed import all_gather
 from keras_scl.distributed import gathers_global_batch
@@ -100,7 +102,8 @@ def _tap(classifier, embedding):
     return graph.input, logits, features
 
 
-def _cross_entropy(classifier):
+def _reads_logits(classifier):
+    """Whether the classifier's head outputs logits (else softmax probabilities); other heads are refused."""
     activation = getattr(classifier, "activation", None)
     name = getattr(activation, "__name__", activation)
     if name in (None, "linear"):
@@ -112,10 +115,30 @@ def _cross_entropy(classifier):
             "SCLClassifier needs a classifier that outputs logits or softmax probabilities. "
             f"Received: activation={name!r}"
         )
-    return (
-        keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, name="ce_loss"),
-        keras.losses.CategoricalCrossentropy(from_logits=from_logits, name="ce_loss"),
-    )
+    return from_logits
+
+
+def _mean_cross_entropy(y, outputs, one_hot, from_logits, sample_weight):
+    """Keras' (sparse) categorical cross-entropy with its default reduction: the weighted sum over the batch size.
+
+    Written out rather than called through a `keras.losses.Loss` object,
+    whose reduction turns the batch's shape into a new tensor at each call
+    (on a GPU, a copy that makes the step wait).
+    """
+    outputs = ops.cast(outputs, "float32")
+    if one_hot:
+        losses = keras.losses.categorical_crossentropy(ops.cast(y, "float32"), outputs, from_logits=from_logits)
+    else:
+        losses = keras.losses.sparse_categorical_crossentropy(ops.reshape(y, (-1,)), outputs, from_logits=from_logits)
+    count = ops.sum(ops.ones_like(losses))
+    if sample_weight is not None:
+        losses = losses * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return ops.sum(losses) / count
+
+
+def _is_pipeline_dataset(x):
+    """A `tf.data` or grain dataset: KerasHub's pipeline maps the preprocessor over it."""
+    return any(cls.__module__.split(".")[0] in ("tensorflow", "grain") for cls in type(x).__mro__)
 
 
 def _is_in_memory(x):
@@ -226,7 +249,7 @@ class SCLClassifier(keras_hub.models.Task):
         self.classifier = classifier
         self.backbone = classifier.backbone
         self.preprocessor = getattr(classifier, "preprocessor", None)
-        self._sparse_cross_entropy, self._categorical_cross_entropy = _cross_entropy(classifier)
+        self._from_logits = _reads_logits(classifier)
 
         # === Functional model ===
         # Functional like every KerasHub task: a subclassed `Task` would reset
@@ -289,7 +312,7 @@ class SCLClassifier(keras_hub.models.Task):
             raise ValueError("This model has no memory: build it with `memory_size` > 0.")
         return ops.convert_to_numpy(self._memory_embeddings), ops.convert_to_numpy(self._memory_labels)
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, fast_step=True, **kwargs):
         """Configures the model for training, as `keras.Model.compile`.
 
         Args:
@@ -300,8 +323,18 @@ class SCLClassifier(keras_hub.models.Task):
                 classifier's own and needs no argument.
             metrics: Metrics on the logits, e.g.
                 `["sparse_categorical_accuracy"]`.
+            fast_step: On the torch backend, whether `fit` trains with
+                keras_scl's own training step (`keras_scl.torch_step`): the
+                same computation as Keras' `train_step`, with no host-device
+                synchronisation in a step, attention through torch's fused
+                kernel (dropout included) and Adam/AdamW in torch's fused
+                kernel on the Keras optimizer's own state. `False` trains
+                with Keras' own step and attention. No effect on JAX and
+                TensorFlow, whose steps XLA compiles. Defaults to `True`.
             **kwargs: Any other argument of `keras.Model.compile`.
         """
+        if not isinstance(fast_step, bool):
+            raise ValueError(f"`fast_step` must be True or False. Received: fast_step={fast_step!r}")
         # Keras' compiled loss would pair one loss with each output; this model
         # combines its two terms itself in `compute_loss`.
         loss = SupervisedContrastiveLoss() if loss is None else keras.losses.get(loss)
@@ -316,11 +349,33 @@ class SCLClassifier(keras_hub.models.Task):
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.loss = loss
+        self.fast_step = fast_step
+        if keras.backend.backend() == "torch":
+            from keras_scl import torch_step
+
+            if self._uses_fast_step():
+                torch_step.use_fused_attention(self)
+            else:
+                torch_step.use_keras_attention(self)
+
+    def _uses_fast_step(self):
+        # `jit_compile=True` asks for Keras' torch.compile of its own step.
+        return keras.backend.backend() == "torch" and getattr(self, "fast_step", False) and not self.jit_compile
+
+    def make_train_function(self, force=False):
+        if not self._uses_fast_step():
+            return super().make_train_function(force)
+        from keras_scl.torch_step import TrainStep
+
+        if force or not isinstance(self.train_function, TrainStep):
+            self.train_function = TrainStep(self)
+        return self.train_function.prepare()
 
     def get_compile_config(self):
         config = super().get_compile_config()
         if config:
             config["loss"] = keras.saving.serialize_keras_object(self.loss)
+            config["fast_step"] = self.fast_step
         return config
 
     def compile_from_config(self, config):
@@ -331,11 +386,11 @@ class SCLClassifier(keras_hub.models.Task):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, embedding = y_pred["logits"], y_pred["embedding"]
         one_hot = len(y.shape) == 2 and y.shape[-1] == logits.shape[-1] and y.shape[-1] > 1
-        cross_entropy = self._categorical_cross_entropy if one_hot else self._sparse_cross_entropy
-        ce_loss = cross_entropy(y, logits, sample_weight=sample_weight)
-        memory = self._memory_for_loss() if training and self.memory_size else {}
-        scl_loss = self.loss(y, embedding, sample_weight=sample_weight, **memory)
+        ce_loss = _mean_cross_entropy(y, logits, one_hot, self._from_logits, sample_weight)
+        # Class ids for everything else: the loss need not check one-hot rows (a read of the labels).
         labels = ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,))
+        memory = self._memory_for_loss() if training and self.memory_size else {}
+        scl_loss = self.loss(labels, embedding, sample_weight=sample_weight, **memory)
         if training and getattr(self.loss, "global_batch", False) and gathers_global_batch():
             # The loss saw the global batch (DDP, see `keras_scl.distributed`):
             # so do the memory, which stays the same on every rank, and the count.
@@ -378,16 +433,22 @@ class SCLClassifier(keras_hub.models.Task):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
 
     def fit(self, x=None, y=None, batch_size=None, validation_data=None, shuffle=True, sample_weight=None, **kwargs):
-        """Trains the model, as `keras.Model.fit`.
+        """Trains the model, as `keras.Model.fit`; takes what it takes.
 
         In-memory inputs (lists of strings, tuples of them for sentence
         pairs, arrays, dicts of token ids) are preprocessed once, not every
         epoch, and batched by `keras_scl.batching.ShuffledBatches`: a new
         order every epoch on every backend, since the batch decides which
         examples SCL contrasts. (A KerasHub task batches in-memory inputs in
-        one fixed order.) `keras_scl.batching.ClassBalancedBatches` are
-        preprocessed once too. Datasets go through KerasHub's pipeline
-        unchanged: shuffle them yourself.
+        one fixed order.) On the torch backend they are copied to the GPU
+        once and batched there: the fastest input for a GPU. `ClassBalancedBatches`
+        are preprocessed once too.
+
+        A `keras.utils.PyDataset`, a torch `DataLoader` (ideally with
+        `pin_memory=True`) or another iterable of batches is used as given,
+        its text tokenised batch by batch; none of them needs TensorFlow or
+        grain. A `tf.data` or grain dataset goes through KerasHub's pipeline,
+        which maps the preprocessor over it. Shuffle datasets yourself.
 
         Under `torch.distributed` with several processes, Keras (3.15) `fit`
         would not average gradients across ranks: train with a DDP loop
@@ -399,24 +460,17 @@ class SCLClassifier(keras_hub.models.Task):
                 f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
                 "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
             )
-        if not isinstance(x, _InMemoryBatches) and not _is_in_memory(x):
-            return super().fit(
-                x,
-                y,
-                batch_size=batch_size,
-                validation_data=validation_data,
-                shuffle=shuffle,
-                sample_weight=sample_weight,
-                **kwargs,
-            )
-        if self.preprocessor is not None and isinstance(validation_data, (list, tuple)):
-            if _is_in_memory(validation_data[0]):
-                validation_data = (preprocess_in_chunks(self.preprocessor, validation_data[0]), *validation_data[1:])
-        if isinstance(x, _InMemoryBatches):
-            batches = x if self.preprocessor is None else x.with_inputs(preprocess_in_chunks(self.preprocessor, x.x))
+        arguments = dict(batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight, **kwargs)
+        if self._preprocessed_by_pipeline(x):
+            return super().fit(x, y, validation_data=validation_data, **arguments)
+        validation_data = self._prepared_validation_data(validation_data)
+        if not isinstance(x, InMemoryBatches) and not _is_in_memory(x):
+            batches = preprocessed(x, self.preprocessor)
+            return keras.Model.fit(self, batches, y, validation_data=validation_data, **arguments)
+        if isinstance(x, InMemoryBatches):
+            batches = x.with_inputs(self._tokenize(x.x)) if self._needs_tokenizing(x.x) else x
         else:
-            if self.preprocessor is not None:
-                x = preprocess_in_chunks(self.preprocessor, x)
+            x = self._tokenize(x) if self._needs_tokenizing(x) else x
             validation_split = kwargs.pop("validation_split", None)
             if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
                 start = num_examples(x) - int(num_examples(x) * validation_split)
@@ -431,9 +485,16 @@ class SCLClassifier(keras_hub.models.Task):
         # otherwise also permute the order of the batches).
         return keras.Model.fit(self, batches, validation_data=validation_data, shuffle=False, **kwargs)
 
+    def evaluate(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
+        """Evaluates the model, as `keras.Model.evaluate`; takes what `fit` takes."""
+        if kwargs.get("_use_cached_eval_dataset") or self._preprocessed_by_pipeline(x):
+            return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
+        x = self._prepared_inputs(x)
+        return keras.Model.evaluate(self, x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
+
     def predict(self, x=None, batch_size=None, **kwargs):
-        """Logits for `x` (raw strings when the classifier has a preprocessor)."""
-        return super().predict(x, batch_size=batch_size, **kwargs)["logits"]
+        """Logits for `x` (raw strings when the classifier has a preprocessor), as `classifier.predict` gives them."""
+        return self._predict_outputs(x, batch_size, **kwargs)["logits"]
 
     def embed(self, x=None, batch_size=None, **kwargs):
         """The embedding SCL contrasts (before normalisation), for `x`, as NumPy.
@@ -441,7 +502,42 @@ class SCLClassifier(keras_hub.models.Task):
         Takes what `predict` takes; useful for plots of the embedding space
         (the paper's Figure 2) and cluster-quality measures.
         """
-        return super().predict(x, batch_size=batch_size, **kwargs)["embedding"]
+        return self._predict_outputs(x, batch_size, **kwargs)["embedding"]
+
+    def _predict_outputs(self, x, batch_size, **kwargs):
+        if self._preprocessed_by_pipeline(x):
+            return super().predict(x, batch_size=batch_size, **kwargs)
+        return keras.Model.predict(self, self._prepared_inputs(x), batch_size=batch_size, **kwargs)
+
+    # --- Inputs: what to tokenise, and where ---
+    def _preprocessed_by_pipeline(self, x):
+        return self.preprocessor is not None and _is_pipeline_dataset(x)
+
+    def _needs_tokenizing(self, x):
+        return self.preprocessor is not None and contains_strings(x)
+
+    def _tokenize(self, x):
+        return preprocess_in_chunks(self.preprocessor, x)
+
+    def _prepared_inputs(self, x):
+        """`x` as `keras.Model`'s own methods take it: in-memory text tokenised once, datasets batch by batch."""
+        if isinstance(x, InMemoryBatches):
+            return x.with_inputs(self._tokenize(x.x)) if self._needs_tokenizing(x.x) else x
+        if _is_in_memory(x):
+            return self._tokenize(x) if self._needs_tokenizing(x) else x
+        return preprocessed(x, self.preprocessor)
+
+    def _prepared_validation_data(self, validation_data):
+        if validation_data is None:
+            return None
+        if self._preprocessed_by_pipeline(validation_data):
+            raise ValueError(
+                "`validation_data` is a tf.data or grain dataset of text while the training data is not: KerasHub "
+                "maps the preprocessor only over the training data's kind. Give both as the same kind."
+            )
+        if isinstance(validation_data, (list, tuple)) and _is_in_memory(validation_data[0]):
+            return (self._prepared_inputs(validation_data[0]), *validation_data[1:])
+        return self._prepared_inputs(validation_data)
 
     def get_config(self):
         classifier = keras.saving.serialize_keras_object(self.classifier)

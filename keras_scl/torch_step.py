@@ -1,0 +1,387 @@
+"""`SCLClassifier`'s training step on the torch backend: a step that never makes the GPU wait for the host.
+
+Keras' own `train_step` on torch is correct but slow on a GPU, because the
+host stops to wait for the device many times a step: every Python number
+that Keras turns into a tensor (the optimizer's β and step count, the
+attention scale, the masked softmax's fill value, a metric's count, a loss's
+shape) is a blocking host-to-device copy, and each one drains the GPU's
+queue. This step does the same work with none of them:
+
+- inputs move to the device from pinned memory with `non_blocking=True`;
+- attention runs in `torch.nn.functional.scaled_dot_product_attention`,
+  dropout included (Keras' `MultiHeadAttention` builds the full score matrix
+  whenever its dropout is on);
+- Adam and AdamW update in torch's fused kernel, on the Keras optimizer's
+  own variables (see `FusedAdamUpdate`): its learning rate or schedule,
+  weight decay and exclusions, clipping, `iterations` and saved state all
+  stay the optimizer's;
+- the loss, metrics and their counts stay on the device; the step's logs
+  reach the host through one non-blocking copy (see `StepLogs`).
+
+Everything else is Keras' `fit` as it is: callbacks, validation, the
+progress bar, `train_on_batch`. `SCLClassifier.compile(fast_step=False)`
+switches back to Keras' own step.
+
+This module imports torch: only the torch backend loads it.
+"""
+
+import functools
+import math
+
+import keras
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.adamw import adamw as fused_adamw  # the functional form: no state of its own
+
+# --- Attention -----------------------------------------------------------------
+
+
+def _sdpa_attention(layer):
+    """`layer._compute_attention` through torch's fused attention, with the layer's dropout."""
+    keras_attention = type(layer)._compute_attention
+    scale = 1.0 / math.sqrt(float(layer.key_dim))
+
+    def compute_attention(
+        query,
+        key,
+        value,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+        use_causal_mask=False,
+    ):
+        if return_attention_scores or query.ndim != 4 or tuple(layer.attention_axes) != (1,):
+            return keras_attention(
+                layer, query, key, value, attention_mask, training, return_attention_scores, use_causal_mask
+            )
+        mask = attention_mask
+        if mask is not None:
+            mask = mask.bool()
+            if mask.ndim == 3:  # (batch, queries, keys): the same for every head
+                mask = mask[:, None]
+        # (batch, tokens, heads, dim) in Keras' layout, (batch, heads, tokens, dim) in torch's.
+        output = F.scaled_dot_product_attention(
+            query.transpose(1, 2),
+            key.transpose(1, 2),
+            value.transpose(1, 2),
+            attn_mask=mask,
+            dropout_p=layer.dropout if training else 0.0,
+            is_causal=bool(use_causal_mask and mask is None),
+            scale=scale,
+        )
+        return output.transpose(1, 2), None
+
+    return compute_attention
+
+
+def _attention_layers(model):
+    # Only plain `MultiHeadAttention`: a subclass may compute attention its own way.
+    return [layer for layer in model._flatten_layers() if type(layer) is keras.layers.MultiHeadAttention]
+
+
+def use_fused_attention(model):
+    """Routes every `keras.layers.MultiHeadAttention` in `model` through torch's fused attention.
+
+    The layers keep their weights, configuration and dropout; only how
+    attention is computed changes (and the attention scores, when a caller
+    asks for them, still come from Keras' own computation).
+    """
+    for layer in _attention_layers(model):
+        layer._compute_attention = _sdpa_attention(layer)
+
+
+def use_keras_attention(model):
+    """Undoes `use_fused_attention`."""
+    for layer in _attention_layers(model):
+        vars(layer).pop("_compute_attention", None)
+
+
+# --- Inputs ----------------------------------------------------------------------
+
+
+def to_device(data, device):
+    """Tensors and numeric arrays of `data` on `device`, copied without making the host wait.
+
+    From pinned memory a copy to the GPU is asynchronous; from ordinary
+    (pageable) memory it is not. Strings and `None` pass through.
+    """
+
+    def move(value):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if not isinstance(value, torch.Tensor) or value.device == device:
+            return value
+        if device.type == "cuda" and value.device.type == "cpu" and not value.is_pinned():
+            value = value.pin_memory()
+        return value.to(device, non_blocking=True)
+
+    return keras.tree.map_structure(move, data, none_is_leaf=False)
+
+
+# --- The optimizer update -----------------------------------------------------------
+
+
+@functools.cache
+def _adam_types():
+    # The classes Keras instantiates for `keras.optimizers.Adam`/`AdamW` on torch.
+    return type(keras.optimizers.Adam()), type(keras.optimizers.AdamW())
+
+
+def _fusable(optimizer, variables):
+    """Whether `optimizer` is a Keras Adam or AdamW (not a subclass) whose every option the fused update honours."""
+    return (
+        type(optimizer) in _adam_types()
+        and not optimizer.use_ema
+        and not optimizer.gradient_accumulation_steps
+        and optimizer.loss_scale_factor is None
+        and all(v.constraint is None and not v.overwrite_with_gradient for v in variables)
+    )
+
+
+class FusedAdamUpdate:
+    """Keras' Adam/AdamW update, computed by torch's fused AdamW kernel on the Keras optimizer's state.
+
+    The kernel reads and writes the optimizer's own momentum and velocity
+    variables (and `amsgrad`'s maxima), so `iterations`, saving and loading
+    are the Keras optimizer's. The two updates are the same algebraically:
+    Keras divides by `sqrt(v) + ε` and scales the step by `sqrt(1 - β₂ᵗ)`;
+    torch divides by `sqrt(v) / sqrt(1 - β₂ᵗ) + ε'`, which is Keras' update
+    for `ε' = ε / sqrt(1 - β₂ᵗ)`, passed at each step. Weight decay is
+    decoupled in both (`w ← w · (1 - lr · wd)` first), variables excluded
+    from it go in a group without it, and clipping is applied as Keras
+    applies it, on the device.
+
+    Nothing here reads the device: the learning rate is the optimizer's
+    variable (a tensor the kernel reads) or, for a schedule, its value at
+    the step count the host keeps (`sync_step` reads it once per `fit`).
+    """
+
+    def __init__(self, optimizer, variables):
+        if not optimizer.built:
+            optimizer.build(variables)
+        self.optimizer = optimizer
+        self.variables = list(variables)
+        index = [optimizer._get_variable_index(v) for v in self.variables]
+        self.momentums = [optimizer._momentums[i].value for i in index]
+        self.velocities = [optimizer._velocities[i].value for i in index]
+        self.maxima = [optimizer._velocity_hats[i].value for i in index] if optimizer.amsgrad else []
+        decays = optimizer.weight_decay is not None
+        self.decayed = [decays and optimizer._use_weight_decay(v) for v in self.variables]
+        # The kernel adds 1 to one step tensor per variable: views of one buffer,
+        # set from `iterations` at each update so they never drift from it.
+        device = self.variables[0].value.device if self.variables else None
+        self.steps = torch.zeros(len(self.variables), dtype=torch.float32, device=device)
+        self.step_views = list(self.steps.unbind())
+        self.host_step = None
+
+    def sync_step(self):
+        """Reads the optimizer's `iterations` once (the step count schedules and ε' need on the host)."""
+        self.host_step = int(keras.ops.convert_to_numpy(self.optimizer.iterations))
+
+    def _learning_rate(self):
+        learning_rate = self.optimizer._learning_rate
+        if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            with keras.device("cpu"):  # evaluated on the host, at the host's step count
+                return float(keras.ops.convert_to_numpy(learning_rate(self.host_step)))
+        if callable(learning_rate) and not isinstance(learning_rate, keras.Variable):
+            learning_rate = learning_rate()
+        if isinstance(learning_rate, keras.Variable):
+            return learning_rate.value  # a callback may assign it: read on the device
+        return learning_rate if isinstance(learning_rate, torch.Tensor) else float(learning_rate)
+
+    def _clip(self, grads):
+        optimizer = self.optimizer
+        if optimizer.clipnorm and optimizer.clipnorm > 0:
+            clip = optimizer.clipnorm
+            return [g * clip / torch.clamp(torch.linalg.vector_norm(g), min=clip) for g in grads]
+        if optimizer.global_clipnorm and optimizer.global_clipnorm > 0:
+            clip = optimizer.global_clipnorm
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            # Keras' formula: a NaN or infinite norm makes every gradient NaN.
+            scale = torch.clamp(1.0 / norm, max=1.0 / clip) * clip + (norm - norm)
+            return torch._foreach_mul(grads, scale)
+        if optimizer.clipvalue and optimizer.clipvalue > 0:
+            return [torch.clamp(g, -optimizer.clipvalue, optimizer.clipvalue) for g in grads]
+        return grads
+
+    def apply(self, grads):
+        """One update from `grads` (aligned with the variables; `None` leaves a variable as it is)."""
+        optimizer = self.optimizer
+        kept = [i for i, g in enumerate(grads) if g is not None]
+        grads = self._clip([grads[i] for i in kept])
+        learning_rate = self._learning_rate()
+        self.steps.fill_(optimizer.iterations.value)  # the kernel adds 1: Keras' `iterations + 1`
+        # β as Keras computes its powers: in float32 (0.999 is 0.99900001 there,
+        # which moves 1 - β₂ᵗ by 1e-5 of itself at the first step).
+        beta_1, beta_2 = (float(np.float32(beta)) for beta in (optimizer.beta_1, optimizer.beta_2))
+        epsilon = optimizer.epsilon / math.sqrt(1.0 - beta_2 ** (self.host_step + 1))
+        for decayed in (True, False):
+            group = [(j, i) for j, i in enumerate(kept) if self.decayed[i] == decayed]
+            if not group:
+                continue
+            fused_adamw(
+                [self.variables[i].value for _, i in group],
+                [grads[j] for j, _ in group],
+                [self.momentums[i] for _, i in group],
+                [self.velocities[i] for _, i in group],
+                [self.maxima[i] for _, i in group] if self.maxima else [],
+                [self.step_views[i] for _, i in group],
+                fused=True,
+                amsgrad=optimizer.amsgrad,
+                beta1=beta_1,
+                beta2=beta_2,
+                lr=learning_rate,
+                weight_decay=float(optimizer.weight_decay) if decayed else 0.0,
+                eps=epsilon,
+                maximize=False,
+            )
+        optimizer.iterations.value.add_(1)
+        self.host_step += 1
+
+
+class KerasUpdate:
+    """The Keras optimizer's own `apply`, for optimizers and options the fused update does not cover."""
+
+    def __init__(self, optimizer, variables):
+        self.optimizer = optimizer
+        self.variables = list(variables)
+
+    def sync_step(self):
+        pass
+
+    def apply(self, grads):
+        self.optimizer.apply(grads, self.variables)
+
+
+def optimizer_update(optimizer, variables):
+    """`FusedAdamUpdate` where it reproduces `optimizer` exactly, else `KerasUpdate`."""
+    if _fusable(optimizer, variables):
+        return FusedAdamUpdate(optimizer, variables)
+    return KerasUpdate(optimizer, variables)
+
+
+# --- Logs ----------------------------------------------------------------------------
+
+
+class _LoggedValue:
+    """One metric of a step's logs, read on the host only when somebody reads it."""
+
+    __slots__ = ("logs", "index")
+
+    def __init__(self, logs, index):
+        self.logs, self.index = logs, index
+
+    def __float__(self):
+        return float(self.logs.values()[self.index])
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(float(self), dtype=dtype)
+
+    def __repr__(self):
+        return repr(float(self))
+
+
+class StepLogs:
+    """A step's metric values, copied to the host in one non-blocking transfer.
+
+    Keras hands each step's logs to its callbacks, which turn every value
+    into a Python float: one device read per metric per step. Here the step
+    copies them all into pinned host memory without waiting, and a value is
+    read when a callback (or `train_on_batch`) asks for it; on a GPU that
+    read waits for the copy, in the thread that asks (Keras runs the
+    per-batch callbacks in a worker thread unless one of yours reads them).
+    """
+
+    def __init__(self):
+        self.names = None
+        self.host = None
+        self.event = None
+
+    def publish(self, results):
+        if self.names != list(results):
+            self.names = list(results)
+            cuda = next(iter(results.values())).device.type == "cuda"
+            self.host = torch.zeros(len(self.names), dtype=torch.float32, pin_memory=cuda)
+            self.host_values = self.host.numpy()  # a view: reading it calls no torch function
+            self.event = torch.cuda.Event() if cuda else None
+        stacked = torch.stack([results[name].detach().reshape(()).float() for name in self.names])
+        self.host.copy_(stacked, non_blocking=True)
+        if self.event is not None:
+            self.event.record()
+        return {name: _LoggedValue(self, i) for i, name in enumerate(self.names)}
+
+    def values(self):
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host_values
+
+
+def _update_compiled_metrics(model, y, logits, sample_weight, ones):
+    """What `model.compute_metrics` updates, with every count on the device.
+
+    Keras updates the compiled `metrics` without sample weights, and then
+    counts a batch by turning its size, a Python int, into a new tensor (a
+    copy to the GPU at each step). Weights of one (`ones`) count the same and
+    stay on the device; `weighted_metrics` get `sample_weight`, as in Keras.
+    """
+    compiled = model._compile_metrics
+    if compiled is None:
+        return
+    if not compiled.built:
+        compiled.build(y, logits)
+    for metric in compiled._flat_metrics:
+        if metric is not None:
+            metric.update_state(y, logits, sample_weight=ones)
+    for metric in compiled._flat_weighted_metrics:
+        if metric is not None:
+            metric.update_state(y, logits, sample_weight=sample_weight)
+
+
+# --- The step -----------------------------------------------------------------------------
+
+
+class TrainStep:
+    """`model.train_function` on the torch backend: one `SCLClassifier` training step.
+
+    The same computation as Keras' `train_step` (forward, `compute_loss`,
+    backward, the optimizer's update, metrics), arranged so that nothing in
+    a warm step copies a Python number to the device or reads a value back.
+
+    Args:
+        model: A compiled `SCLClassifier`.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.logs = StepLogs()
+        self.update = None
+
+    def prepare(self):
+        """Called at the start of each `fit` (and `train_on_batch`): sees the current variables and step count."""
+        variables = self.model.trainable_variables
+        if self.update is None or [id(v) for v in self.update.variables] != [id(v) for v in variables]:
+            self.update = optimizer_update(self.model.optimizer, variables)
+        self.update.sync_step()
+        return self
+
+    def __call__(self, data):
+        model = self.model
+        (data,) = data  # Keras passes a list of `steps_per_execution` (= 1 on torch) batches
+        variables = self.update.variables
+        device = model.variables[0].value.device
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(to_device(data, device))
+
+        y_pred = model(x, training=True)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        # Metrics weighted by tensors, never by Python numbers (each would be a copy to the device).
+        ones = torch.ones(y_pred["logits"].shape[0], dtype=torch.float32, device=device)
+        model._loss_tracker.update_state(loss, sample_weight=ones.sum())
+
+        for variable in variables:
+            variable.value.grad = None
+        model.optimizer.scale_loss(loss).backward()  # scaled only by a LossScaleOptimizer or `loss_scale_factor`
+        with torch.no_grad():
+            self.update.apply([variable.value.grad for variable in variables])
+            _update_compiled_metrics(model, y, y_pred["logits"], sample_weight, ones)
+        return self.logs.publish(model.get_metrics_result())

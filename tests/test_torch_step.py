@@ -1,0 +1,310 @@
+"""The torch training step (`keras_scl.torch_step`): the same numbers as Keras' own step, without host syncs."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_scl import SCLClassifier
+from keras_scl import SupervisedContrastiveLoss
+from keras_scl.offline import tiny_roberta_classifier
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's own step")
+
+if keras.backend.backend() == "torch":
+    import torch
+
+    from keras_scl import torch_step
+
+NUM_CLASSES = 3
+
+
+def token_batches(n=32, length=16, seed=0):
+    """Token ids with padding of random lengths, and labels of 3 classes."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, length + 1, size=(n, 1))
+    x = {
+        "token_ids": rng.integers(5, 200, size=(n, length)).astype("int32"),
+        "padding_mask": np.arange(length)[None] < lengths,
+    }
+    return x, rng.integers(0, NUM_CLASSES, size=n)
+
+
+def trained(fast_step, optimizer, dropout=0.0, epochs=3, memory_size=0, scl_weight=0.5, one_hot=False, weights=None):
+    """`(history, per-batch logs, model)` after `fit` from fixed initial weights and batches."""
+    keras.utils.set_random_seed(0)
+    classifier = tiny_roberta_classifier(
+        num_classes=NUM_CLASSES, preprocessor=False, hidden_dim=16, num_layers=2, dropout=dropout
+    )
+    model = SCLClassifier(classifier, scl_weight=scl_weight, memory_size=memory_size)
+    model.compile(
+        optimizer=optimizer(),
+        loss=SupervisedContrastiveLoss(temperature=0.3),
+        metrics=["sparse_categorical_accuracy" if not one_hot else "categorical_accuracy"],
+        fast_step=fast_step,
+    )
+    x, y = token_batches()
+    if one_hot:
+        y = np.eye(NUM_CLASSES, dtype="float32")[y]
+    batch_logs = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batch_logs.append(dict(logs)))
+    history = model.fit(
+        x, y, sample_weight=weights, batch_size=8, epochs=epochs, shuffle=False, verbose=0, callbacks=[record]
+    )
+    return history.history, batch_logs, model
+
+
+def adamw():
+    return keras.optimizers.AdamW(1e-3)
+
+
+OPTIMIZERS = {
+    "adamw": adamw,
+    "adam": lambda: keras.optimizers.Adam(2e-3),
+    "adam_decay_amsgrad": lambda: keras.optimizers.Adam(1e-3, weight_decay=0.01, amsgrad=True),
+    "adamw_global_clipnorm": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.05, global_clipnorm=0.05),
+    "adamw_clipnorm": lambda: keras.optimizers.AdamW(1e-3, clipnorm=0.01),
+    "adamw_clipvalue": lambda: keras.optimizers.AdamW(1e-3, clipvalue=1e-3),
+    "adamw_schedule": lambda: keras.optimizers.AdamW(
+        keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=8, end_learning_rate=1e-4)
+    ),
+    "adamw_bias_excluded": lambda: _excluding_biases(keras.optimizers.AdamW(1e-3, weight_decay=0.1)),
+    "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9),  # Keras' own update, inside the step
+}
+
+
+def _excluding_biases(optimizer):
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
+
+
+def assert_same_training(fast, keras_step):
+    """The same logs (to 1e-5), weights and optimizer state, after 12 steps at a learning rate of 1e-3.
+
+    Both steps compute in float32 in a different order (torch's fused Adam
+    kernel, Keras' `_foreach` ops), and Adam divides each gradient by its
+    own running size: a rounding difference in a small gradient moves its
+    weight by up to a fraction of the learning rate, whatever the gradient's
+    size. Weights are compared to 0.5 % of one step (5e-6 at lr 1e-3).
+    """
+    (history, batch_logs, model), (reference_history, reference_logs, reference) = fast, keras_step
+    assert history.keys() == reference_history.keys()
+    for name in history:
+        np.testing.assert_allclose(history[name], reference_history[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert len(batch_logs) == len(reference_logs)
+    for logs, reference_step in zip(batch_logs, reference_logs, strict=True):
+        for name in reference_step:
+            np.testing.assert_allclose(logs[name], reference_step[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for variable, expected in zip(model.trainable_variables, reference.trainable_variables, strict=True):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(variable), ops.convert_to_numpy(expected), rtol=1e-5, atol=5e-6, err_msg=variable.path
+        )
+    for variable, expected in zip(model.optimizer.variables, reference.optimizer.variables, strict=True):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(variable), ops.convert_to_numpy(expected), rtol=1e-3, atol=1e-7, err_msg=variable.path
+        )
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_fast_step_trains_as_keras_step_with_every_optimizer_option(optimizer):
+    fast = trained(True, OPTIMIZERS[optimizer])
+    assert int(fast[2].optimizer.iterations) == 12
+    assert_same_training(fast, trained(False, OPTIMIZERS[optimizer]))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(scl_weight=0.0),  # CE alone
+        dict(scl_weight=1.0),
+        dict(one_hot=True),
+        dict(weights=np.random.default_rng(1).uniform(0.0, 2.0, size=32).astype("float32")),
+        dict(memory_size=12),
+    ],
+    ids=["ce_only", "scl_only", "one_hot", "sample_weight", "memory"],
+)
+def test_fast_step_trains_as_keras_step_on_every_kind_of_batch(case):
+    fast, keras_step = trained(True, adamw, **case), trained(False, adamw, **case)
+    assert_same_training(fast, keras_step)
+    if case.get("memory_size"):  # embeddings of the last 12 examples, and their labels
+        (embeddings, labels), (expected_embeddings, expected_labels) = fast[2].memory, keras_step[2].memory
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_allclose(embeddings, expected_embeddings, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_kernel_updates_adam_and_the_optimizer_itself_updates_the_rest(monkeypatch):
+    calls = []
+    fused = torch_step.fused_adamw
+    monkeypatch.setattr(torch_step, "fused_adamw", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    trained(True, adamw, epochs=1)
+    assert len(calls) == 4  # one call a step: every variable decays
+
+    class CountingAdamW(keras.optimizers.AdamW):  # a subclass may change the update: it keeps its own
+        updates = 0
+
+        def update_step(self, gradient, variable, learning_rate):
+            CountingAdamW.updates += 1
+            super().update_step(gradient, variable, learning_rate)
+
+    calls.clear()
+    _, _, model = trained(True, lambda: CountingAdamW(1e-3), epochs=1)
+    assert not calls and CountingAdamW.updates == 4 * len(model.trainable_variables)
+
+
+def test_mixed_precision_trains_as_keras_step_within_bfloat16_precision():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    fast, keras_step = trained(True, adamw, epochs=1), trained(False, adamw, epochs=1)
+    assert keras.backend.standardize_dtype(fast[2].trainable_variables[0].dtype) == "float32"
+    for name in fast[0]:
+        np.testing.assert_allclose(fast[0][name], keras_step[0][name], rtol=2e-2, atol=2e-2, err_msg=name)
+
+
+# --- Host-device synchronisation ----------------------------------------------------
+class SyncCounter:
+    """Counts what would make a GPU step wait: Python data turned into tensors, tensors read on the host."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        self.active = False
+        for name in ("as_tensor", "tensor", "from_numpy"):
+            self._wrap(monkeypatch, torch, name, skip_tensors=True)
+        for name in ("item", "cpu", "numpy", "tolist", "__bool__", "__float__", "__int__"):
+            self._wrap(monkeypatch, torch.Tensor, name)
+
+    def _wrap(self, monkeypatch, owner, name, skip_tensors=False):
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            if self.active and not (skip_tensors and args and isinstance(args[0], torch.Tensor)):
+                self.count += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.mark.parametrize("fast_step", [True, False])
+def test_warm_steps_turn_no_number_into_a_tensor_and_read_none_back(monkeypatch, fast_step):
+    keras.utils.set_random_seed(0)
+    classifier = tiny_roberta_classifier(num_classes=2, preprocessor=False, num_layers=4, dropout=0.1)
+    model = SCLClassifier(classifier, scl_weight=0.9, memory_size=16)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4),
+        loss=SupervisedContrastiveLoss(temperature=0.3),
+        metrics=["sparse_categorical_accuracy"],
+        fast_step=fast_step,
+    )
+    x, y = token_batches(n=64)
+    counter = SyncCounter(monkeypatch)
+    steps = 8
+
+    class Window(keras.callbacks.Callback):
+        # From the start of step 3 to the start of the last: whole warm steps, their logs included.
+        def on_train_batch_begin(self, batch, logs=None):
+            counter.active = 2 <= batch < steps - 1
+
+    model.fit(x, y % 2, batch_size=8, epochs=1, verbose=2, callbacks=[Window()])
+    counter.active = False
+    if fast_step:
+        assert counter.count == 0
+    else:  # the counter sees what Keras' own step does: many per step
+        assert counter.count > 10 * (steps - 3)
+
+
+def test_logs_read_on_the_host_are_the_step_metrics():
+    _, batch_logs, model = trained(True, adamw, epochs=1)
+    logs = model.train_on_batch(*token_batches(n=8, seed=3), return_dict=True)
+    expected = {name: float(ops.convert_to_numpy(value)) for name, value in model.get_metrics_result().items()}
+    assert logs == pytest.approx(expected, rel=1e-6)
+    assert all(isinstance(value, float) for value in batch_logs[-1].values())
+
+
+# --- Attention through torch's fused kernel -------------------------------------------
+def attention_model(dropout):
+    """A model around one `MultiHeadAttention` (as KerasHub's encoder layers call it), and its inputs."""
+    query = keras.Input((6, 16))
+    mask = keras.Input((6, 6), dtype="bool")
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, dropout=dropout)
+    model = keras.Model([query, mask], layer(query, query, attention_mask=mask))
+    inputs = [
+        np.random.default_rng(0).normal(size=(4, 6, 16)).astype("float32"),
+        np.tril(np.ones((4, 6, 6), bool)),  # causal: every row keeps at least one key
+    ]
+    return model, layer, inputs
+
+
+def test_fused_attention_without_dropout_equals_keras_attention():
+    model, layer, inputs = attention_model(dropout=0.2)
+    expected = ops.convert_to_numpy(model(inputs, training=False))
+    torch_step.use_fused_attention(model)
+    assert "_compute_attention" in vars(layer)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(inputs, training=False)), expected, rtol=1e-5, atol=1e-6)
+    query, mask = inputs
+    _, scores = layer(query, query, attention_mask=mask, return_attention_scores=True)
+    assert tuple(scores.shape) == (4, 2, 6, 6)  # scores, when asked for, still come from Keras' computation
+    torch_step.use_keras_attention(model)
+    assert "_compute_attention" not in vars(layer)
+
+
+def output_samples(model, inputs, count=400):
+    return np.stack([ops.convert_to_numpy(model(inputs, training=True)) for _ in range(count)])
+
+
+def assert_same_distribution(samples, reference):
+    """Means within 3 standard errors (for 97 % of the elements), spreads within 4 standard errors.
+
+    `samples` and `reference`: `(count, ...)` draws of the same quantity.
+    The standard error of a ratio of two standard deviations of `count`
+    draws is about `1 / sqrt(count)`.
+    """
+    standard_error = np.sqrt((samples.var(axis=0) + reference.var(axis=0)) / len(samples)) + 1e-7
+    z = (samples.mean(axis=0) - reference.mean(axis=0)) / standard_error
+    assert np.mean(np.abs(z) < 3) > 0.97  # 99.7 % for equal means
+    ratio = samples.std(axis=0).mean() / reference.std(axis=0).mean()
+    assert abs(ratio - 1) < 4 / np.sqrt(len(samples)), ratio
+
+
+def test_fused_attention_drops_out_as_keras_attention_does():
+    model, _, inputs = attention_model(dropout=0.3)
+    keras_samples = output_samples(model, inputs)
+    torch_step.use_fused_attention(model)
+    fused_samples = output_samples(model, inputs)
+    assert fused_samples.std(axis=0).mean() > 0.01  # dropout is on
+    assert_same_distribution(fused_samples, keras_samples)
+
+
+def test_a_roberta_with_dropout_gives_the_same_training_losses_in_distribution():
+    keras.utils.set_random_seed(0)
+    classifier = tiny_roberta_classifier(num_classes=NUM_CLASSES, preprocessor=False, hidden_dim=16, dropout=0.2)
+    model = SCLClassifier(classifier, scl_weight=0.5)
+    model.compile(optimizer="adamw", fast_step=False)
+    x, y = token_batches(n=16)
+
+    def losses():
+        outputs = [model(x, training=True) for _ in range(300)]
+        return np.array([[float(model.compute_loss(x, y, out, training=False))] for out in outputs])
+
+    keras_losses = losses()
+    model.compile(optimizer="adamw")  # the fast step: fused attention
+    fused_losses = losses()
+    assert fused_losses.std() > 0.01
+    assert_same_distribution(fused_losses, keras_losses)
+
+
+# --- The switch ----------------------------------------------------------------------
+def test_fast_step_is_the_default_and_one_switch_turns_it_off(tmp_path):
+    _, _, model = trained(True, adamw, epochs=1)
+    assert isinstance(model.train_function, torch_step.TrainStep)
+    attention = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.MultiHeadAttention)]
+    assert attention and all("_compute_attention" in vars(layer) for layer in attention)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.fast_step is True
+    for variable, expected in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable), ops.convert_to_numpy(expected))
+
+    model.compile(optimizer="adam", fast_step=False)
+    assert all("_compute_attention" not in vars(layer) for layer in attention)
+    model.fit(*token_batches(n=8), epochs=1, verbose=0)
+    assert not isinstance(model.train_function, torch_step.TrainStep)
+    with pytest.raises(ValueError, match="fast_step='yes'"):
+        model.compile(fast_step="yes")
