@@ -416,9 +416,12 @@ def preprocess_batch(preprocessor, batch):
     if isinstance(batch, list) and contains_strings(batch) and all(isinstance(s, (str, bytes)) for s in batch):
         batch = (batch,)  # a batch of texts alone, as `predict` takes them
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    if isinstance(x, tuple) and all(isinstance(s, (str, bytes)) for s in x):
+        x = list(x)  # texts, as torch's default collate gives them; a tuple of lists would be sentence pairs
     if contains_strings(x):
         x = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=_as_lists(x)))
-    return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+    # Always a tuple: Keras reads a DataLoader's batch with `tuple(batch)`, which takes a bare dict's keys.
+    return (x,) if y is None and sample_weight is None else keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
 
 class PreprocessedDataset(keras.utils.PyDataset):
