@@ -1,6 +1,15 @@
-"""The framework: Keras `fit` on torch against a plain PyTorch loop over the same KerasHub classifier.
+"""Keras' training machinery on torch against a plain PyTorch loop, both over the same KerasHub classifier.
 
     KERAS_BACKEND=torch python benchmarks/keras_vs_torch.py      # CPU, or the GPU where there is one
+
+What this measures: the cost of Keras' own `fit` and `train_step` (the
+loop, the Keras optimizer, the loss object, metrics), and nothing else.
+Both sides run the same Keras layers, so it says nothing about Keras'
+layers, attention or optimizer kernels against what a PyTorch user would
+write; `gpu_fit.py` compares `SCLClassifier.fit` with a Hugging Face
+RoBERTa in a plain loop (`../shared/bench/hf_anchor.py`) for that. The
+Keras side is the bare classifier's `keras.Model.fit` (Keras' own step,
+not `SCLClassifier`'s torch step).
 
 For each encoder (the offline tiny RoBERTa, the embedded MiniLM-L6), two
 copies of the same classifier train with cross-entropy and AdamW (the same
@@ -9,7 +18,7 @@ hyper-parameters) on the same batches of token ids: one with Keras
 one with a plain loop: forward through the Keras model as a
 `torch.nn.Module`, `torch.nn.functional.cross_entropy`, `backward`,
 `torch.optim.AdamW`. Interleaved rounds (`timing.interleaved`); prints the
-time per step of each and the ratio Keras / torch: what the Keras layer costs.
+time per step of each and the ratio Keras / torch.
 """
 
 import argparse
