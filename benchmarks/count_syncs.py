@@ -3,10 +3,15 @@
 A synchronisation makes the host wait for the GPU: the host can no longer run
 ahead and queue work, and a step costs host time plus GPU time instead of the
 larger of the two. PyTorch's sync debug mode reports each one; this script
-counts them for the loss alone (forward and backward) and for one training
-step of the plain classifier (CE) and of `SCLClassifier` (CE+SCL).
+counts them for the loss alone (forward and backward) and per warm step of
+`fit`: the plain classifier (Keras' step, CE), `SCLClassifier` with Keras'
+own step and with keras_scl's torch step (CE+SCL). A fit's own reads (the
+step count at its start, the epoch's logs at its end) are left out: the
+count of a 4-step fit is taken from that of a 12-step fit, over 8 steps.
 
     KERAS_BACKEND=torch python benchmarks/count_syncs.py
+
+`../shared/bench/step_syncs.py` is the CPU proxy of the same count.
 """
 
 import os
@@ -20,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import keras_scl  # noqa: E402
+from keras_scl.batching import ShuffledBatches  # noqa: E402
 
 
 def count_syncs(fn):
@@ -28,11 +34,21 @@ def count_syncs(fn):
         torch.cuda.set_sync_debug_mode("warn")
         try:
             fn()
+            torch.cuda.synchronize()  # the end of `fn`'s work, not counted: the mode is on only for `fn`
         finally:
             torch.cuda.set_sync_debug_mode("default")
     # Only the per-operation reports; the mode's own "prototype feature"
     # notice, printed once, is no synchronisation.
     return sum("synchronizing CUDA operation" in str(warning.message) for warning in caught)
+
+
+def syncs_per_fit_step(fit, batches):
+    """Synchronisations per warm step of `fit(data)`; `batches(steps)` gives data of that many batches."""
+    short, long = batches(4), batches(12)
+    for data in (short, long):  # warm: the data reach the device, the step is built
+        fit(data)
+    counts = [count_syncs(lambda data=data: fit(data)) for data in (short, long)]
+    return (counts[1] - counts[0]) / 8
 
 
 def main():
@@ -46,31 +62,42 @@ def main():
     for dtype in (torch.float32, torch.bfloat16):
         embeddings = torch.randn(64, 768, device="cuda", dtype=dtype, requires_grad=True)
         loss_steps[dtype] = lambda embeddings=embeddings: loss(labels, embeddings).backward()
-
-    backbone = keras_hub.models.RobertaBackbone(
-        vocabulary_size=1000, num_layers=2, num_heads=4, hidden_dim=256, intermediate_dim=512, max_sequence_length=128
-    )
-    classifier = keras_hub.models.RobertaTextClassifier(backbone=backbone, num_classes=2)
-    classifier.compile(
-        optimizer=keras.optimizers.AdamW(1e-5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    model = keras_scl.SCLClassifier(classifier)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-5), loss=keras_scl.SupervisedContrastiveLoss())
-    inputs = {
-        "token_ids": torch.as_tensor(rng.integers(5, 1000, size=(64, 128)), dtype=torch.int32, device="cuda"),
-        "padding_mask": torch.ones((64, 128), dtype=torch.bool, device="cuda"),
-    }
-    for trained in (classifier, model):  # build optimizers and metrics first
-        trained.train_on_batch(inputs, labels)
     for loss_step in loss_steps.values():
         loss_step()
 
+    def batches(steps):
+        n = 64 * steps
+        x = {
+            "token_ids": rng.integers(5, 1000, size=(n, 128)).astype("int32"),
+            "padding_mask": np.ones((n, 128), dtype=bool),
+        }
+        return ShuffledBatches(x, rng.integers(0, 2, size=n), batch_size=64, shuffle=False)
+
+    def roberta():
+        backbone = keras_hub.models.RobertaBackbone(
+            vocabulary_size=1000, num_layers=2, num_heads=4, hidden_dim=256, intermediate_dim=512,
+            max_sequence_length=128, dropout=0.1,
+        )  # fmt: skip
+        return keras_hub.models.RobertaTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+
+    classifier = roberta()
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(1e-5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    # The bare task through `keras.Model.fit`: KerasHub's own `fit` would want tf.data or grain for these batches.
+    fits = {"fit, classifier with CE (Keras' step)": lambda data: keras.Model.fit(classifier, data, verbose=0)}
+    for name, fast_step in (("fit, SCLClassifier CE+SCL, Keras' step", False), ("fit, SCLClassifier CE+SCL", True)):
+        model = keras_scl.SCLClassifier(roberta())
+        model.compile(optimizer=keras.optimizers.AdamW(1e-5), metrics=["accuracy"], fast_step=fast_step)
+        fits[name] = lambda data, model=model: model.fit(data, verbose=0)
+
+    print("2-layer RoBERTa (hidden 256, dropout 0.1), batch 64, sequence 128, mixed_bfloat16\n")
     print("| what | synchronisations |")
     print("|---|---|")
     for dtype, loss_step in loss_steps.items():
         print(f"| SupervisedContrastiveLoss forward + backward, batch 64, {dtype} | {count_syncs(loss_step)} |")
-    print(f"| train_on_batch, classifier with CE | {count_syncs(lambda: classifier.train_on_batch(inputs, labels))} |")
-    print(f"| train_on_batch, SCLClassifier (CE+SCL) | {count_syncs(lambda: model.train_on_batch(inputs, labels))} |")
+    for name, fit in fits.items():
+        print(f"| {name}, per step | {syncs_per_fit_step(fit, batches):g} |", flush=True)
 
 
 if __name__ == "__main__":

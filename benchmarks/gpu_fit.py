@@ -18,8 +18,7 @@ the anchor), CE + SCL with λ = 0.9 and τ = 0.3, AdamW:
 
 Each `fit` row: median examples/s of `--rounds` calls of `fit` over
 `--steps` batches (already on the device), after a warm-up call; peak GPU
-memory; host-device synchronisations per step (CUDA's sync debug mode,
-counted over a fit of 4 steps and one of 12, the difference over 8 steps).
+memory; host-device synchronisations per warm step (`count_syncs.py`).
 Prints a table with the ratio of each row to the anchor's eager and compiled
 throughput, and the run's duration (meant to stay under 6 minutes on one
 H200). `--sizes deep_narrow --device cpu --dtype float32` gives a CPU
@@ -43,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from count_syncs import count_syncs  # noqa: E402
+from count_syncs import syncs_per_fit_step  # noqa: E402
 
 import keras_scl  # noqa: E402
 from keras_scl.batching import ShuffledBatches  # noqa: E402
@@ -133,11 +132,9 @@ def measure_fit(model, variant, batch_size, args):
     assert np.isfinite(logs["loss"][0]), logs
     syncs = None
     if torch.cuda.is_available():
-        short, long = batches(batch_size, 4, args.sequence_length), batches(batch_size, 12, args.sequence_length)
-        model.fit(short, epochs=1, verbose=0)
-        model.fit(long, epochs=1, verbose=0)
-        counts = [count_syncs(lambda data=data: model.fit(data, epochs=1, verbose=0)) for data in (short, long)]
-        syncs = (counts[1] - counts[0]) / 8
+        syncs = syncs_per_fit_step(
+            lambda data: model.fit(data, verbose=0), lambda steps: batches(batch_size, steps, args.sequence_length)
+        )
     step = statistics.median(seconds)
     return {
         "impl": f"fit_{variant}",

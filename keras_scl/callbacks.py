@@ -98,13 +98,15 @@ class _VariableScheduler(keras.callbacks.Callback):
         self.per = per
 
     def _value(self, progress):
-        value = self.schedule(progress) if callable(self.schedule) else self.schedule
-        # A Keras `LearningRateSchedule` gives a tensor: read it once, on the host.
-        return float(np.asarray(keras.ops.convert_to_numpy(value)))
+        # A Keras `LearningRateSchedule` computes with tensors: on the host's
+        # device, so that reading its value does not wait for the GPU.
+        with keras.device("cpu"):
+            value = self.schedule(progress) if callable(self.schedule) else self.schedule
+            return float(np.asarray(keras.ops.convert_to_numpy(value)))
 
     def _set(self, progress):
         value = self._value(progress)
-        if value != self._current:  # assign only on change: each assignment is a copy to the device
+        if value != self._current:  # assign only on change
             setattr(self.model, self.attribute, value)
             self._current = value
 

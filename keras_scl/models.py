@@ -34,6 +34,17 @@ def _check_temperature(temperature):
         raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
 
 
+def _assign_number(variable, value):
+    """`variable.assign(value)` for a Python number; on torch a kernel argument, not a copy that stalls a GPU."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            variable.value.fill_(value)
+    else:
+        variable.assign(value)
+
+
 def _cannot_tap(classifier, reason):
     return ValueError(
         f"SCLClassifier cannot tap the embedding of {type(classifier).__name__}: {reason}. "
@@ -293,7 +304,7 @@ class SCLClassifier(keras_hub.models.Task):
     @scl_weight.setter
     def scl_weight(self, value):
         _check_scl_weight(value)
-        self._scl_weight.assign(value)
+        _assign_number(self._scl_weight, value)
 
     @property
     def temperature(self):
@@ -303,7 +314,7 @@ class SCLClassifier(keras_hub.models.Task):
     @temperature.setter
     def temperature(self, value):
         _check_temperature(value)
-        self._temperature.assign(value)
+        _assign_number(self._temperature, value)
 
     @property
     def memory(self):

@@ -359,9 +359,13 @@ class TrainStep:
 
     def prepare(self):
         """Called at the start of each `fit` (and `train_on_batch`): sees the current variables and step count."""
-        variables = self.model.trainable_variables
-        if self.update is None or [id(v) for v in self.update.variables] != [id(v) for v in variables]:
-            self.update = optimizer_update(self.model.optimizer, variables)
+        variables, optimizer = self.model.trainable_variables, self.model.optimizer
+        if (
+            self.update is None
+            or self.update.optimizer is not optimizer
+            or [id(v) for v in self.update.variables] != [id(v) for v in variables]
+        ):
+            self.update = optimizer_update(optimizer, variables)
         self.update.sync_step()
         return self
 
@@ -376,7 +380,7 @@ class TrainStep:
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
         # Metrics weighted by tensors, never by Python numbers (each would be a copy to the device).
         ones = torch.ones(y_pred["logits"].shape[0], dtype=torch.float32, device=device)
-        model._loss_tracker.update_state(loss, sample_weight=ones.sum())
+        model._loss_tracker.update_state(loss.detach(), sample_weight=ones.sum())
 
         for variable in variables:
             variable.value.grad = None

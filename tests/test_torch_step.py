@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+import keras_scl
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl.offline import tiny_roberta_classifier
@@ -202,7 +203,11 @@ def test_warm_steps_turn_no_number_into_a_tensor_and_read_none_back(monkeypatch,
         def on_train_batch_begin(self, batch, logs=None):
             counter.active = 2 <= batch < steps - 1
 
-    model.fit(x, y % 2, batch_size=8, epochs=1, verbose=2, callbacks=[Window()])
+    schedules = [  # assign λ and τ at every step
+        keras_scl.SCLWeightScheduler(keras_scl.LinearWarmup(0.0, 0.9, 8), per="step"),
+        keras_scl.TemperatureScheduler(keras_scl.Cosine(0.5, 0.1, 8), per="step"),
+    ]
+    model.fit(x, y % 2, batch_size=8, epochs=1, verbose=2, callbacks=[Window(), *schedules])
     counter.active = False
     if fast_step:
         assert counter.count == 0
