@@ -14,7 +14,10 @@ the anchor), CE + SCL with λ = 0.9 and τ = 0.3, AdamW:
 - `fit fast, CE only`: the same with a contrastive loss of zero, to show
   what SCL adds to a step;
 - `fit keras`: `SCLClassifier.fit` with Keras' own train step
-  (`compile(fast_step=False)`).
+  (`compile(fast_step=False)`);
+- `fit fast_compiled` (only when asked for, `--variants fast_compiled`):
+  the fast step with `jit_compile=True`, its forward pass and loss under
+  `torch.compile`; the warm-up column shows what compiling costs.
 
 Each `fit` row: median examples/s of `--rounds` calls of `fit` over
 `--steps` batches (already on the device), after a warm-up call; peak GPU
@@ -114,7 +117,12 @@ def measure_fit(model, variant, batch_size, args):
     """examples/s, peak GiB and syncs per step of `model.fit` in one variant."""
     loss = no_contrastive_loss if variant == "fast_ce" else keras_scl.SupervisedContrastiveLoss(temperature=0.3)
     model.scl_weight = 0.0 if variant == "fast_ce" else 0.9
-    model.compile(optimizer=keras.optimizers.AdamW(1e-5), loss=loss, fast_step=variant != "keras")
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-5),
+        loss=loss,
+        fast_step=variant != "keras",
+        jit_compile=variant == "fast_compiled",
+    )
     free_memory()
     timed = batches(batch_size, args.steps, args.sequence_length)
     start = time.perf_counter()
@@ -169,7 +177,7 @@ def main():
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--variants", nargs="+", default=["fast", "fast_ce", "keras"])
-    parser.add_argument("--anchor-modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    parser.add_argument("--anchor-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
@@ -223,8 +231,8 @@ def main():
 
 
 def print_header():
-    print("| size | batch | what | ex/s | step ms | / anchor eager | / anchor compiled | peak GiB | syncs/step |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| size | batch | what | ex/s | step ms | / anchor eager | / anchor compiled | peak GiB | syncs/step "
+          "| warm-up s |\n|---|---|---|---|---|---|---|---|---|---|", flush=True)  # fmt: skip
 
 
 def print_row(result, row):
@@ -236,7 +244,8 @@ def print_row(result, row):
     peak = "–" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}"
     syncs = "–" if row["syncs_per_step"] is None else f"{row['syncs_per_step']:g}"
     print(f"| {result['size']} | {result['batch_size']} | {row['impl']} | {row['examples_per_second']:.0f} | "
-          f"{row['step_ms']:.1f} | {ratios[0]} | {ratios[1]} | {peak} | {syncs} |", flush=True)  # fmt: skip
+          f"{row['step_ms']:.1f} | {ratios[0]} | {ratios[1]} | {peak} | {syncs} | {row['warmup_seconds']:.0f} |",
+          flush=True)  # fmt: skip
 
 if __name__ == "__main__":
     main()

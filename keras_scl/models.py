@@ -341,7 +341,10 @@ class SCLClassifier(keras_hub.models.Task):
                 kernel (dropout included) and Adam/AdamW in torch's fused
                 kernel on the Keras optimizer's own state. `False` trains
                 with Keras' own step and attention. No effect on JAX and
-                TensorFlow, whose steps XLA compiles. Defaults to `True`.
+                TensorFlow, whose steps XLA compiles. With `jit_compile=True`
+                the step compiles its forward pass and loss with
+                `torch.compile` (minutes at the first step of a large model;
+                it pays on long runs). Defaults to `True`.
             **kwargs: Any other argument of `keras.Model.compile`.
         """
         if not isinstance(fast_step, bool):
@@ -370,8 +373,7 @@ class SCLClassifier(keras_hub.models.Task):
                 torch_step.use_keras_attention(self)
 
     def _uses_fast_step(self):
-        # `jit_compile=True` asks for Keras' torch.compile of its own step.
-        return keras.backend.backend() == "torch" and getattr(self, "fast_step", False) and not self.jit_compile
+        return keras.backend.backend() == "torch" and getattr(self, "fast_step", False)
 
     def make_train_function(self, force=False):
         if not self._uses_fast_step():

@@ -356,6 +356,17 @@ class TrainStep:
         self.model = model
         self.logs = StepLogs()
         self.update = None
+        self.forward = self._forward
+        if model.jit_compile:
+            # Keras' switch: here it compiles the forward pass and the loss (one graph, no
+            # breaks); the backward pass follows from it, and the fused update stays eager.
+            # Static shapes: a last, smaller batch compiles once more.
+            self.forward = torch.compile(self._forward, dynamic=False)
+
+    def _forward(self, x, y, sample_weight):
+        y_pred = self.model(x, training=True)
+        loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        return loss, y_pred
 
     def prepare(self):
         """Called at the start of each `fit` (and `train_on_batch`): sees the current variables and step count."""
@@ -376,8 +387,7 @@ class TrainStep:
         device = model.variables[0].value.device
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(to_device(data, device))
 
-        y_pred = model(x, training=True)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        loss, y_pred = self.forward(x, y, sample_weight)
         # Metrics weighted by tensors, never by Python numbers (each would be a copy to the device).
         ones = torch.ones(y_pred["logits"].shape[0], dtype=torch.float32, device=device)
         model._loss_tracker.update_state(loss.detach(), sample_weight=ones.sum())

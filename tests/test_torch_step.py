@@ -160,6 +160,28 @@ def test_mixed_precision_trains_as_keras_step_within_bfloat16_precision():
         np.testing.assert_allclose(fast[0][name], keras_step[0][name], rtol=2e-2, atol=2e-2, err_msg=name)
 
 
+@pytest.mark.slow
+def test_jit_compile_compiles_the_forward_pass_and_trains_as_the_eager_step():
+    # torch.compile takes about half a minute here, even for one small layer: one test only.
+    def run(jit_compile):
+        keras.utils.set_random_seed(0)
+        classifier = tiny_roberta_classifier(num_classes=NUM_CLASSES, preprocessor=False, hidden_dim=16, num_layers=1)
+        model = SCLClassifier(classifier, scl_weight=0.5, memory_size=8)
+        model.compile(optimizer=adamw(), metrics=["sparse_categorical_accuracy"], jit_compile=jit_compile)
+        x, y = token_batches(n=24)
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        return history, model
+
+    (history, model), (reference_history, reference) = run(True), run(False)
+    assert model.train_function.forward is not model.train_function._forward  # compiled
+    for name in reference_history:
+        np.testing.assert_allclose(history[name], reference_history[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for variable, expected in zip(model.variables, reference.variables, strict=True):  # weights, memory, trackers
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(variable), ops.convert_to_numpy(expected), rtol=1e-5, atol=5e-6, err_msg=variable.path
+        )
+
+
 # --- Host-device synchronisation ----------------------------------------------------
 class SyncCounter:
     """Counts what would make a GPU step wait: Python data turned into tensors, tensors read on the host."""
@@ -286,7 +308,7 @@ def test_a_roberta_with_dropout_gives_the_same_training_losses_in_distribution()
 
     def losses():
         outputs = [model(x, training=True) for _ in range(300)]
-        return np.array([[float(model.compute_loss(x, y, out, training=False))] for out in outputs])
+        return np.array([[ops.convert_to_numpy(model.compute_loss(x, y, out, training=False))] for out in outputs])
 
     keras_losses = losses()
     model.compile(optimizer="adamw")  # the fast step: fused attention
