@@ -378,6 +378,11 @@ class SCLClassifier(keras_hub.models.Task):
     def make_train_function(self, force=False):
         if not self._uses_fast_step():
             return super().make_train_function(force)
+        if self.steps_per_execution > 1:  # as Keras' own torch step
+            raise ValueError(
+                "`steps_per_execution` must be 1 with the PyTorch backend. "
+                f"Received: steps_per_execution={self.steps_per_execution}"
+            )
         from keras_scl.torch_step import TrainStep
 
         if force or not isinstance(self.train_function, TrainStep):

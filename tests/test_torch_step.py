@@ -335,3 +335,6 @@ def test_fast_step_is_the_default_and_one_switch_turns_it_off(tmp_path):
     assert not isinstance(model.train_function, torch_step.TrainStep)
     with pytest.raises(ValueError, match="fast_step='yes'"):
         model.compile(fast_step="yes")
+    model.compile(optimizer="adam", steps_per_execution=2)
+    with pytest.raises(ValueError, match="steps_per_execution=2"):
+        model.fit(*token_batches(n=8), epochs=1, verbose=0)
