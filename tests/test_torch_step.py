@@ -152,10 +152,12 @@ def test_the_fused_kernel_updates_adam_and_the_optimizer_itself_updates_the_rest
     assert not calls and CountingAdamW.updates == 4 * len(model.trainable_variables)
 
 
-def test_mixed_precision_trains_as_keras_step_within_bfloat16_precision():
-    keras.config.set_dtype_policy("mixed_bfloat16")
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_as_keras_step_within_half_precision(policy):
+    keras.config.set_dtype_policy(policy)  # float16: Keras scales the loss (a LossScaleOptimizer)
     fast, keras_step = trained(True, adamw, epochs=1), trained(False, adamw, epochs=1)
     assert keras.backend.standardize_dtype(fast[2].trainable_variables[0].dtype) == "float32"
+    assert type(fast[2].optimizer) is type(keras_step[2].optimizer)
     for name in fast[0]:
         np.testing.assert_allclose(fast[0][name], keras_step[0][name], rtol=2e-2, atol=2e-2, err_msg=name)
 
