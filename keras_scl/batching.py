@@ -402,7 +402,13 @@ def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
 
 
 def contains_strings(data):
-    """Whether `data` (a batch's inputs, any nesting) holds text that a preprocessor must tokenise."""
+    """Whether `data` (a batch's inputs, any nesting) holds text that a preprocessor must tokenise.
+
+    Example:
+
+    >>> contains_strings((["a premise"], ["a hypothesis"])), contains_strings({"token_ids": np.ones((2, 4))})
+    (True, False)
+    """
     for leaf in keras.tree.flatten(data):
         if isinstance(leaf, (str, bytes)):
             return True
@@ -478,6 +484,19 @@ def preprocessed(data, preprocessor):
     `data` is a `keras.utils.PyDataset`, a torch `DataLoader` or any
     iterable of batches (`x`, `(x, y)` or `(x, y, sample_weight)`). Batches
     that hold no text pass through as they are.
+
+    Example:
+
+    >>> from keras_scl.offline import tiny_roberta_classifier
+    >>> preprocessor = tiny_roberta_classifier(num_classes=2).preprocessor
+    >>> class Texts(keras.utils.PyDataset):
+    ...     def __len__(self):
+    ...         return 1
+    ...     def __getitem__(self, index):
+    ...         return ["a fine film", "a dull film"], np.array([1, 0])
+    >>> x, y = preprocessed(Texts(), preprocessor)[0]
+    >>> sorted(x), x["token_ids"].shape, y.tolist()
+    (['padding_mask', 'token_ids'], (2, 64), [1, 0])
     """
     if preprocessor is None:
         return data
