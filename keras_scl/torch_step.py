@@ -162,6 +162,7 @@ class FusedAdamUpdate:
             optimizer.build(variables)
         self.optimizer = optimizer
         self.variables = list(variables)
+        self.parameters = [v.value for v in self.variables]  # the torch tensors behind them, looked up once
         index = [optimizer._get_variable_index(v) for v in self.variables]
         self.momentums = [optimizer._momentums[i].value for i in index]
         self.velocities = [optimizer._velocities[i].value for i in index]
@@ -170,7 +171,7 @@ class FusedAdamUpdate:
         self.decayed = [decays and optimizer._use_weight_decay(v) for v in self.variables]
         # The kernel adds 1 to one step tensor per variable: views of one buffer,
         # set from `iterations` at each update so they never drift from it.
-        device = self.variables[0].value.device if self.variables else None
+        device = self.parameters[0].device if self.parameters else None
         self.steps = torch.zeros(len(self.variables), dtype=torch.float32, device=device)
         self.step_views = list(self.steps.unbind())
         self.host_step = None
@@ -221,7 +222,7 @@ class FusedAdamUpdate:
             if not group:
                 continue
             fused_adamw(
-                [self.variables[i].value for _, i in group],
+                [self.parameters[i] for _, i in group],
                 [grads[j] for j, _ in group],
                 [self.momentums[i] for _, i in group],
                 [self.velocities[i] for _, i in group],
@@ -246,6 +247,7 @@ class KerasUpdate:
     def __init__(self, optimizer, variables):
         self.optimizer = optimizer
         self.variables = list(variables)
+        self.parameters = [v.value for v in self.variables]
 
     def sync_step(self):
         pass
@@ -356,6 +358,7 @@ class TrainStep:
         self.model = model
         self.logs = StepLogs()
         self.update = None
+        self.device = None
         self.forward = self._forward
         if model.jit_compile:
             # Keras' switch: here it compiles the forward pass and the loss (one graph, no
@@ -378,13 +381,13 @@ class TrainStep:
         ):
             self.update = optimizer_update(optimizer, variables)
         self.update.sync_step()
+        self.device = (variables or self.model.variables)[0].value.device
         return self
 
     def __call__(self, data):
         model = self.model
         (data,) = data  # Keras passes a list of `steps_per_execution` (= 1 on torch) batches
-        variables = self.update.variables
-        device = model.variables[0].value.device
+        parameters, device = self.update.parameters, self.device
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(to_device(data, device))
 
         loss, y_pred = self.forward(x, y, sample_weight)
@@ -392,10 +395,10 @@ class TrainStep:
         ones = torch.ones(y_pred["logits"].shape[0], dtype=torch.float32, device=device)
         model._loss_tracker.update_state(loss.detach(), sample_weight=ones.sum())
 
-        for variable in variables:
-            variable.value.grad = None
+        for parameter in parameters:
+            parameter.grad = None
         model.optimizer.scale_loss(loss).backward()  # scaled only by a LossScaleOptimizer or `loss_scale_factor`
         with torch.no_grad():
-            self.update.apply([variable.value.grad for variable in variables])
+            self.update.apply([parameter.grad for parameter in parameters])
             _update_compiled_metrics(model, y, y_pred["logits"], sample_weight, ones)
         return self.logs.publish(model.get_metrics_result())
