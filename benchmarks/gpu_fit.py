@@ -29,6 +29,7 @@ comparison on a 12-layer, 128-wide RoBERTa.
 """
 
 import argparse
+import functools
 import gc
 import importlib.util
 import json
@@ -176,7 +177,9 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["roberta_base", "roberta_large"], choices=list(SIZES))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--sequence-length", type=int, default=128)
-    parser.add_argument("--variants", nargs="+", default=["fast", "fast_ce", "keras"])
+    parser.add_argument(
+        "--variants", nargs="+", default=["fast", "fast_ce", "keras"], choices=["fast", "fast_ce", "keras", "fast_compiled"]
+    )
     parser.add_argument("--anchor-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
@@ -206,18 +209,18 @@ def main():
             result = {"size": size, "batch_size": batch_size, "rows": []}
             results.append(result)
             if "eager" in args.anchor_modes:
-                result["rows"].append(measure_anchor(anchor, size, batch_size, "eager", args))
-                print_row(result, result["rows"][-1])
+                eager = functools.partial(measure_anchor, anchor, size, batch_size, "eager", args)
+                record(result, "anchor_eager", eager)
             for variant in args.variants:
-                result["rows"].append(measure_fit(model, variant, batch_size, args))
-                print_row(result, result["rows"][-1])
+                record(result, f"fit_{variant}", functools.partial(measure_fit, model, variant, batch_size, args))
             save()
         del model
         free_memory()
     if "compiled" in args.anchor_modes:  # last: compiling takes the longest
         for result in results:
-            result["rows"].append(measure_anchor(anchor, result["size"], result["batch_size"], "compiled", args))
-            print_row(result, result["rows"][-1])
+            size, batch_size = result["size"], result["batch_size"]
+            compiled = functools.partial(measure_anchor, anchor, size, batch_size, "compiled", args)
+            record(result, "anchor_compiled", compiled)
             save()
         print("\nWith the compiled anchor:\n")
         print_header()
@@ -228,6 +231,22 @@ def main():
     print(f"\nwhole run: {elapsed / 60:.1f} min")
     results.append({"seconds": elapsed})
     save()
+
+
+def record(result, name, measure):
+    """Runs one measurement into `result` and prints its row; a failure is printed and the run goes on.
+
+    A GPU run is one prepared shot: an error in one configuration (out of
+    memory, a kernel a torch build lacks) should not cost the others.
+    """
+    try:
+        row = measure()
+    except Exception as error:  # noqa: BLE001 - reported in the table, then the next configuration
+        print(f"| {result['size']} | {result['batch_size']} | {name} | failed: {type(error).__name__}: {error} |")
+        free_memory()
+        return
+    result["rows"].append(row)
+    print_row(result, row)
 
 
 def print_header():
