@@ -482,13 +482,13 @@ class SCLClassifier(keras_hub.models.Task):
         if self._preprocessed_by_pipeline(x):
             return super().fit(x, y, validation_data=validation_data, **arguments)
         validation_data = self._prepared_validation_data(validation_data)
-        if not isinstance(x, InMemoryBatches) and not _is_in_memory(x):
-            batches = preprocessed(x, self.preprocessor)
-            return keras.Model.fit(self, batches, y, validation_data=validation_data, **arguments)
+        in_memory = isinstance(x, InMemoryBatches) or _is_in_memory(x)
+        x = self._prepared_inputs(x)
+        if not in_memory:
+            return keras.Model.fit(self, x, y, validation_data=validation_data, **arguments)
         if isinstance(x, InMemoryBatches):
-            batches = x.with_inputs(self._tokenize(x.x)) if self._needs_tokenizing(x.x) else x
+            batches = x
         else:
-            x = self._tokenize(x) if self._needs_tokenizing(x) else x
             validation_split = kwargs.pop("validation_split", None)
             if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
                 start = num_examples(x) - int(num_examples(x) * validation_split)
@@ -531,18 +531,19 @@ class SCLClassifier(keras_hub.models.Task):
     def _preprocessed_by_pipeline(self, x):
         return self.preprocessor is not None and _is_pipeline_dataset(x)
 
-    def _needs_tokenizing(self, x):
-        return self.preprocessor is not None and contains_strings(x)
-
-    def _tokenize(self, x):
+    def _tokenized(self, x):
+        """In-memory `x` with its text run through the preprocessor once; `x` itself when it holds none."""
+        if self.preprocessor is None or not contains_strings(x):
+            return x
         return preprocess_in_chunks(self.preprocessor, x)
 
     def _prepared_inputs(self, x):
         """`x` as `keras.Model`'s own methods take it: in-memory text tokenised once, datasets batch by batch."""
         if isinstance(x, InMemoryBatches):
-            return x.with_inputs(self._tokenize(x.x)) if self._needs_tokenizing(x.x) else x
+            tokens = self._tokenized(x.x)
+            return x if tokens is x.x else x.with_inputs(tokens)
         if _is_in_memory(x):
-            return self._tokenize(x) if self._needs_tokenizing(x) else x
+            return self._tokenized(x)
         return preprocessed(x, self.preprocessor)
 
     def _prepared_validation_data(self, validation_data):
