@@ -175,6 +175,23 @@ class FusedAdamUpdate:
         self.steps = torch.zeros(len(self.variables), dtype=torch.float32, device=device)
         self.step_views = list(self.steps.unbind())
         self.host_step = None
+        self._all_groups = self._groups(range(len(self.variables)))
+
+    def _groups(self, kept):
+        """For the variables `kept` (indices), with and without weight decay: the positions of their
+        gradients among the kept ones, and their parameters, moments, maxima and step tensors."""
+        groups = {}
+        for decayed in (True, False):
+            group = [(j, i) for j, i in enumerate(kept) if self.decayed[i] == decayed]
+            state = (
+                [self.parameters[i] for _, i in group],
+                [self.momentums[i] for _, i in group],
+                [self.velocities[i] for _, i in group],
+                [self.maxima[i] for _, i in group] if self.maxima else [],
+                [self.step_views[i] for _, i in group],
+            )
+            groups[decayed] = ([j for j, _ in group], state)
+        return groups
 
     def sync_step(self):
         """Reads the optimizer's `iterations` once (the step count schedules and ε' need on the host)."""
@@ -217,17 +234,15 @@ class FusedAdamUpdate:
         # which moves 1 - β₂ᵗ by 1e-5 of itself at the first step).
         beta_1, beta_2 = (float(np.float32(beta)) for beta in (optimizer.beta_1, optimizer.beta_2))
         epsilon = optimizer.epsilon / math.sqrt(1.0 - beta_2 ** (self.host_step + 1))
-        for decayed in (True, False):
-            group = [(j, i) for j, i in enumerate(kept) if self.decayed[i] == decayed]
-            if not group:
+        # The groups' lists are made once; again only in a step where a variable got no gradient.
+        groups = self._all_groups if len(kept) == len(self.variables) else self._groups(kept)
+        for decayed, (indices, state) in groups.items():
+            if not indices:
                 continue
             fused_adamw(
-                [self.parameters[i] for _, i in group],
-                [grads[j] for j, _ in group],
-                [self.momentums[i] for _, i in group],
-                [self.velocities[i] for _, i in group],
-                [self.maxima[i] for _, i in group] if self.maxima else [],
-                [self.step_views[i] for _, i in group],
+                state[0],
+                [grads[j] for j in indices],
+                *state[1:],
                 fused=True,
                 amsgrad=optimizer.amsgrad,
                 beta1=beta_1,
