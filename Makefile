@@ -1,5 +1,5 @@
 # Set-up and the two jobs. `make demo` runs the main job, `make test` the tests;
-# both create .venv on first use (CPU torch, then this package with its test extra).
+# both create .venv on first use (CPU torch, then this package with the extras they need).
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BACKENDS ?= torch jax tensorflow
@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# The CPU build first: an unpinned torch would pull a CUDA build of several GB.
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e ".[test,minilm]"
+	$(PYTHON) -m pip install --quiet -e ".[torch,experiments,minilm,test]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -37,15 +37,15 @@ from tqdm import tqdm  # noqa: E402
 from keras_scl import SCLClassifier  # noqa: E402
 from keras_scl import SupervisedContrastiveLoss  # noqa: E402
 from keras_scl.batching import preprocess_in_chunks  # noqa: E402
-from keras_scl.data import few_shot_splits  # noqa: E402
-from keras_scl.data import load_task  # noqa: E402
-from keras_scl.encoders import text_classifier  # noqa: E402
+from keras_scl.experiments.data import few_shot_splits  # noqa: E402
+from keras_scl.experiments.data import load_task  # noqa: E402
+from keras_scl.experiments.encoders import text_classifier  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="mini/films", help="a task of keras_scl.data.TASKS")
-    parser.add_argument("--encoder", default="embedded", help="see keras_scl.encoders")
+    parser.add_argument("--task", default="mini/films", help="a task of keras_scl.experiments.data.TASKS")
+    parser.add_argument("--encoder", default="embedded", help="see keras_scl.experiments.encoders")
     parser.add_argument("--train-size", type=int, default=100, help="training examples (0: the whole split)")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per process and step")
     parser.add_argument("--epochs", type=int, default=3)

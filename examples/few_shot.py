@@ -33,10 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from keras_scl.data import TASKS  # noqa: E402
 from keras_scl.experiments import ExperimentConfig  # noqa: E402
 from keras_scl.experiments import run_experiment  # noqa: E402
-from keras_scl.reports import write_reports  # noqa: E402
+from keras_scl.experiments.data import TASKS  # noqa: E402
+from keras_scl.experiments.reports import write_reports  # noqa: E402
 
 # The embedded default: small enough for a 2-core machine in minutes.
 EMBEDDED = dict(

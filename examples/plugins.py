@@ -37,16 +37,16 @@ from keras_scl.callbacks import EmbeddingView  # noqa: E402
 from keras_scl.callbacks import LinearWarmup  # noqa: E402
 from keras_scl.callbacks import SCLWeightScheduler  # noqa: E402
 from keras_scl.callbacks import TemperatureScheduler  # noqa: E402
-from keras_scl.data import few_shot_splits  # noqa: E402
-from keras_scl.data import load_task  # noqa: E402
-from keras_scl.encoders import text_classifier  # noqa: E402
+from keras_scl.experiments.data import few_shot_splits  # noqa: E402
+from keras_scl.experiments.data import load_task  # noqa: E402
+from keras_scl.experiments.encoders import text_classifier  # noqa: E402
 from keras_scl.losses import anchors_with_positive  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="mini/nli", help="a task of keras_scl.data.TASKS")
-    parser.add_argument("--encoder", default="embedded", help="see keras_scl.encoders")
+    parser.add_argument("--task", default="mini/nli", help="a task of keras_scl.experiments.data.TASKS")
+    parser.add_argument("--encoder", default="embedded", help="see keras_scl.experiments.encoders")
     parser.add_argument("--train-size", type=int, default=60)
     parser.add_argument("--heldout-size", type=int, default=150, help="examples in the embedding view")
     parser.add_argument("--batch-size", type=int, default=6)

@@ -1,30 +1,30 @@
-"""keras_scl: supervised contrastive fine-tuning (Gunel et al., ICLR 2021) for Keras 3."""
+"""keras_scl: supervised contrastive fine-tuning (Gunel et al., ICLR 2021) for Keras 3.
+
+The library: `SupervisedContrastiveLoss`, the `SCLClassifier` wrapper of
+KerasHub text classifiers, callbacks, batching. The paper's experiment
+harness lives apart, in `keras_scl.experiments` (the `experiments` extra).
+"""
 
 from keras_scl.batching import ClassBalancedBatches
 from keras_scl.batching import ClassBalancedSampler
+from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import class_balanced_dataset
-from keras_scl.callbacks import Cosine
 from keras_scl.callbacks import EmbeddingView
-from keras_scl.callbacks import LinearWarmup
-from keras_scl.callbacks import SCLWeightScheduler
-from keras_scl.callbacks import TemperatureScheduler
+from keras_scl.callbacks import ParamScheduler
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import supervised_contrastive_loss
 from keras_scl.models import SCLClassifier
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ClassBalancedBatches",
     "ClassBalancedSampler",
-    "Cosine",
     "EmbeddingView",
-    "LinearWarmup",
+    "ParamScheduler",
     "SCLClassifier",
-    "SCLWeightScheduler",
     "SupervisedContrastiveLoss",
-    "TemperatureScheduler",
+    "ShuffledBatches",
     "class_balanced_dataset",
     "supervised_contrastive_loss",
-    "__version__",
 ]

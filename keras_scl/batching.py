@@ -6,7 +6,23 @@ import math
 import keras
 import numpy as np
 
-from keras_scl._validation import check_integer
+from keras_scl.validation import check_integer
+from keras_scl.validation import class_ids
+
+__all__ = [
+    "ClassBalancedBatches",
+    "ClassBalancedSampler",
+    "InMemoryBatches",
+    "PreprocessedDataset",
+    "ShuffledBatches",
+    "class_balanced_dataset",
+    "contains_strings",
+    "num_examples",
+    "preprocess_batch",
+    "preprocess_in_chunks",
+    "preprocessed",
+    "take",
+]
 
 
 def _to_numpy(data):
@@ -50,14 +66,6 @@ def _rng(seed):
     # Without a seed, drawn from NumPy's global generator, which
     # `keras.utils.set_random_seed` seeds: seeded runs stay reproducible.
     return np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
-
-
-def _class_ids(y):
-    """Class ids as a flat int array, from ids or one-hot rows."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return y.argmax(axis=1)
-    return y.reshape(len(y)).astype(np.int64)
 
 
 class InMemoryBatches(keras.utils.PyDataset):
@@ -227,7 +235,7 @@ class ClassBalancedSampler:
 
     def __init__(self, labels, batch_size, examples_per_class=2, num_batches=None, seed=None):
         _check_balance(batch_size, examples_per_class)
-        labels = _class_ids(labels)
+        labels = class_ids(labels)
         classes, counts = np.unique(labels, return_counts=True)
         small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < examples_per_class}
         if small:
@@ -290,7 +298,7 @@ class ClassBalancedBatches(InMemoryBatches):
 
     Example:
 
-    >>> from keras_scl.offline import tiny_roberta_classifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
     >>> from keras_scl import SCLClassifier
     >>> texts = ["good", "great", "fine", "bad", "awful", "poor", "dull", "grim"]
     >>> labels = [1, 1, 1, 0, 0, 0, 0, 0]
@@ -487,7 +495,7 @@ def preprocessed(data, preprocessor):
 
     Example:
 
-    >>> from keras_scl.offline import tiny_roberta_classifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
     >>> preprocessor = tiny_roberta_classifier(num_classes=2).preprocessor
     >>> class Texts(keras.utils.PyDataset):
     ...     def __len__(self):

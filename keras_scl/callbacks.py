@@ -1,4 +1,4 @@
-"""Callbacks for SCL fine-tuning: schedules for λ and τ, and views of the embedding space.
+"""Callbacks for SCL fine-tuning: schedules for λ, τ and other settings, and views of the embedding space.
 
 A callback cannot change the loss a compiled step computes, but it can move
 the `keras.Variable`s that loss reads: `SCLClassifier` keeps λ
@@ -8,204 +8,178 @@ logs what it did in `fit`'s history, and puts back what it changed when
 training ends.
 """
 
-import math
 import numbers
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_scl._validation import check_integer
-from keras_scl.batching import _class_ids
+from keras_scl.validation import check_integer
+from keras_scl.validation import check_one_of
+from keras_scl.validation import class_ids
 from keras_scl.views import plot_embeddings
 from keras_scl.views import silhouette
+
+__all__ = ["EmbeddingView", "ParamScheduler"]
 
 UNITS = ("epoch", "step")
 
 
-class _Ramp:
-    """A move from `start` (at 0) to `end` (from `duration` on); subclasses give its shape in `_shape`."""
+class _Setting:
+    """One scheduled setting of a model: a settable attribute (`scl_weight`) or one of its variables, by path."""
 
-    def __init__(self, start, end, duration):
-        check_integer("duration", duration, 1)
-        self.start, self.end, self.duration = start, end, duration
-
-    def __call__(self, progress):
-        if progress >= self.duration:
-            return float(self.end)
-        return self.start + (self.end - self.start) * self._shape(progress / self.duration)
-
-    def get_config(self):
-        return {"start": self.start, "end": self.end, "duration": self.duration}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_scl")
-class LinearWarmup(_Ramp):
-    """From `start` to `end` in a straight line over `duration` epochs or steps, then `end`.
-
-    Args:
-        start: The value at epoch (or step) 0.
-        end: The value from `duration` on.
-        duration: Epochs or steps the ramp takes, a positive integer.
-
-    Example:
-
-    >>> [LinearWarmup(0.0, 1.0, duration=4)(epoch) for epoch in range(6)]
-    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
-    """
-
-    def _shape(self, fraction):
-        return fraction
-
-
-@keras.saving.register_keras_serializable(package="keras_scl")
-class Cosine(_Ramp):
-    """From `start` to `end` along half a cosine over `duration` epochs or steps, then `end`.
-
-    Args:
-        start: The value at epoch (or step) 0.
-        end: The value from `duration` on.
-        duration: Epochs or steps the curve takes, a positive integer.
-
-    Example:
-
-    >>> [round(Cosine(1.0, 0.0, duration=4)(step), 3) for step in range(6)]
-    [1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
-    """
-
-    def _shape(self, fraction):
-        return 0.5 * (1.0 - math.cos(math.pi * fraction))
-
-
-class _VariableScheduler(keras.callbacks.Callback):
-    """Sets `model.<attribute>` from `schedule(epoch or step)` before each epoch or step."""
-
-    attribute = None
-
-    def __init__(self, schedule, per="epoch"):
-        super().__init__()
-        if per not in UNITS:
-            raise ValueError(f"`per` must be one of {UNITS}. Received: per={per!r}")
-        if not callable(schedule) and not isinstance(schedule, numbers.Real):
+    def __init__(self, model, name):
+        self.name = name
+        attribute = getattr(type(model), name, None)
+        if isinstance(attribute, property) and attribute.fset is not None:
+            self._get = lambda: getattr(model, name)
+            self._set = lambda value: setattr(model, name, value)
+            return
+        matches = [variable for variable in model.variables if name in (variable.path, variable.name)]
+        if len(matches) != 1 or len(matches[0].shape):
+            paths = sorted(variable.path for variable in model.variables if not variable.shape)
             raise ValueError(
-                f"`schedule` must be a number or a function of the epoch or step. Received: schedule={schedule!r}"
+                f"ParamScheduler sets a settable attribute of the model (e.g. `scl_weight`, `temperature` of "
+                f"keras_scl.SCLClassifier) or one scalar variable by its path; {type(model).__name__} has "
+                f"{'several' if matches else 'no'} such '{name}'. Scalar variables: {paths}"
             )
-        self.schedule = schedule
-        self.per = per
+        (variable,) = matches
+        self._get = lambda: float(keras.ops.convert_to_numpy(variable))
+        self._set = lambda value: variable.assign(value)
 
-    def _value(self, progress):
+    def get(self):
+        return self._get()
+
+    def set(self, value):
+        self._set(value)
+
+
+class ParamScheduler(keras.callbacks.Callback):
+    """Moves settings of the model by schedules during `fit` (after fastai's `ParamScheduler`).
+
+    Before each epoch (or each training step, with `per="step"`), sets each
+    named setting to `schedule(epoch)` (or `schedule(step)`, the step
+    counted from the start of training, across epochs and from
+    `initial_epoch`). A name is a settable attribute of the model, such as
+    `SCLClassifier`'s `scl_weight` (λ) and `temperature` (τ), which check
+    the value, or the path of one of the model's scalar variables. The
+    value the last step of an epoch used is logged under the name in
+    `fit`'s history. When training ends, or stops on an exception or a
+    KeyboardInterrupt (`SCLClassifier.fit` calls `on_train_interrupted`),
+    every setting is put back to what it was before, so that a saved model
+    holds its own values, not the schedule's.
+
+    Schedules are numbers (constants), Keras `LearningRateSchedule`s, or
+    any function of the epoch or step. Keras has the curves SCL needs:
+
+    - a linear ramp from `a` to `b` over `n`:
+      `keras.optimizers.schedules.PolynomialDecay(a, n, end_learning_rate=b, power=1.0)`,
+      which also ramps up (`a < b`);
+    - half a cosine from `a` down to `b`:
+      `keras.optimizers.schedules.CosineDecay(a, n, alpha=b / a)`;
+    - a warm-up, then a cosine: `CosineDecay(a, n, warmup_target=..., warmup_steps=...)`;
+    - steps: `PiecewiseConstantDecay`.
+
+    Both hold their last value past `n`. Schedules are evaluated on the
+    host (never on the GPU: reading a value back would wait for it).
+
+    Args:
+        schedules: A dict from setting name to schedule, e.g.
+            `{"scl_weight": PolynomialDecay(0.0, 3, end_learning_rate=0.9, power=1.0)}`.
+        per: `"epoch"` or `"step"`. Defaults to `"epoch"`.
+
+    Example:
+
+    >>> from keras.optimizers.schedules import PolynomialDecay
+    >>> from keras_scl import SCLClassifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2), scl_weight=0.9)
+    >>> model.compile(optimizer="adam")
+    >>> ramp = ParamScheduler({"scl_weight": PolynomialDecay(0.0, 2, end_learning_rate=0.9, power=1.0),
+    ...                        "temperature": lambda epoch: 0.5 if epoch < 1 else 0.1})
+    >>> history = model.fit(["good", "fine", "bad", "dull"], [1, 1, 0, 0], epochs=3, verbose=0, callbacks=[ramp])
+    >>> [round(value, 6) for value in history.history["scl_weight"]], history.history["temperature"]
+    ([0.0, 0.45, 0.9], [0.5, 0.1, 0.1])
+    >>> round(model.scl_weight, 6), round(model.temperature, 6)  # put back after training
+    (0.9, 0.3)
+    """
+
+    def __init__(self, schedules, per="epoch"):
+        super().__init__()
+        check_one_of("per", per, UNITS)
+        if not isinstance(schedules, dict) or not schedules:
+            raise ValueError(
+                "`schedules` must be a non-empty dict from a setting's name to its schedule, e.g. "
+                f"{{'scl_weight': 0.5}}. Received: schedules={schedules!r}"
+            )
+        for name, schedule in schedules.items():
+            if not callable(schedule) and (not isinstance(schedule, numbers.Real) or isinstance(schedule, bool)):
+                raise ValueError(
+                    f"The schedule of '{name}' must be a number or a function of the epoch or step. "
+                    f"Received: {schedule!r}"
+                )
+        self.schedules = dict(schedules)
+        self.per = per
+        self._settings = {}
+
+    @staticmethod
+    def _value(schedule, progress):
         # A Keras `LearningRateSchedule` computes with tensors: on the host's
         # device, so that reading its value does not wait for the GPU.
         with keras.device("cpu"):
-            value = self.schedule(progress) if callable(self.schedule) else self.schedule
+            value = schedule(progress) if callable(schedule) else schedule
             return float(np.asarray(keras.ops.convert_to_numpy(value)))
 
-    def _set(self, progress):
-        value = self._value(progress)
-        if value != self._current:  # assign only on change
-            setattr(self.model, self.attribute, value)
-            self._current = value
+    def _set_all(self, progress):
+        for name, schedule in self.schedules.items():
+            value = self._value(schedule, progress)
+            if value != self._current[name]:  # assign only on change
+                self._settings[name].set(value)
+                self._current[name] = value
 
     def on_train_begin(self, logs=None):
-        if not hasattr(type(self.model), self.attribute):
-            raise ValueError(
-                f"{type(self).__name__} needs a model with a `{self.attribute}` to set, such as "
-                f"`keras_scl.SCLClassifier`. Received: {type(self.model).__name__}"
-            )
-        self._initial = getattr(self.model, self.attribute)
-        self._current = self._initial
+        self._settings = {name: _Setting(self.model, name) for name in self.schedules}
+        self._initial = {name: setting.get() for name, setting in self._settings.items()}
+        self._current = dict(self._initial)
         self._steps_per_epoch = self.params.get("steps") if self.params else None
         self._steps_taken = 0
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         if self.per == "epoch":
-            self._set(epoch)
+            self._set_all(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.per == "step":
             # The global step, also when `fit` resumes at `initial_epoch`.
             step = self._epoch * self._steps_per_epoch + batch if self._steps_per_epoch else self._steps_taken
-            self._set(step)
+            self._set_all(step)
             self._steps_taken += 1
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs[self.attribute] = self._current  # the value the epoch's last step used
+            logs.update(self._current)  # the values the epoch's last step used
 
     def on_train_end(self, logs=None):
-        setattr(self.model, self.attribute, self._initial)
-        self._current = self._initial
+        self._restore()
+
+    def on_train_interrupted(self):
+        """Puts every setting back when training stops on an exception (`SCLClassifier.fit` calls it)."""
+        self._restore()
+
+    def _restore(self):
+        for name, setting in self._settings.items():
+            if self._current[name] != self._initial[name]:
+                setting.set(self._initial[name])
+                self._current[name] = self._initial[name]
 
     def get_config(self):
-        schedule = self.schedule
-        if callable(schedule) and hasattr(schedule, "get_config"):
-            schedule = keras.saving.serialize_keras_object(schedule)
-        return {"schedule": schedule, "per": self.per}
-
-
-class SCLWeightScheduler(_VariableScheduler):
-    """Moves λ, the weight of the SCL term, by a schedule during `fit`.
-
-    Sets `model.scl_weight` to `schedule(epoch)` before each epoch, or to
-    `schedule(step)` before each training step with `per="step"` (the step
-    counts from the start of training, across epochs). The value the last
-    step of an epoch used is logged as `scl_weight` in `fit`'s history. At
-    the end of training λ is put back to what it was before.
-
-    Args:
-        schedule: A number (constant), `LinearWarmup`, `Cosine`, a Keras
-            `LearningRateSchedule`, or any function of the epoch or step
-            that returns a value in [0, 1].
-        per: `"epoch"` or `"step"`. Defaults to `"epoch"`.
-
-    Example:
-
-    >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.offline import tiny_roberta_classifier
-    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2), scl_weight=0.9)
-    >>> model.compile(optimizer="adam")
-    >>> ramp = SCLWeightScheduler(LinearWarmup(0.0, 0.9, duration=2))
-    >>> history = model.fit(["good", "fine", "bad", "dull"], [1, 1, 0, 0], epochs=3, verbose=0, callbacks=[ramp])
-    >>> history.history["scl_weight"], round(model.scl_weight, 6)
-    ([0.0, 0.45, 0.9], 0.9)
-    """
-
-    attribute = "scl_weight"
-
-
-class TemperatureScheduler(_VariableScheduler):
-    """Moves τ, the temperature of the SCL loss, by a schedule during `fit`.
-
-    Sets `model.temperature` (the variable `SCLClassifier.compile` binds to
-    its `SupervisedContrastiveLoss`) to `schedule(epoch)` before each epoch,
-    or to `schedule(step)` before each step with `per="step"`. Logs
-    `temperature` in `fit`'s history and puts τ back when training ends.
-
-    Args:
-        schedule: A number (constant), `LinearWarmup`, `Cosine`, a Keras
-            `LearningRateSchedule`, or any function of the epoch or step
-            that returns a value > 0.
-        per: `"epoch"` or `"step"`. Defaults to `"epoch"`.
-
-    Example:
-
-    >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.offline import tiny_roberta_classifier
-    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2))
-    >>> model.compile(optimizer="adam")
-    >>> cool = TemperatureScheduler(lambda step: 0.5 if step < 2 else 0.1, per="step")
-    >>> history = model.fit(["good", "fine", "bad", "dull"], [1, 1, 0, 0], batch_size=2, epochs=2,
-    ...                     verbose=0, callbacks=[cool])
-    >>> history.history["temperature"]
-    [0.5, 0.1]
-    """
-
-    attribute = "temperature"
+        schedules = {
+            name: keras.saving.serialize_keras_object(schedule) if hasattr(schedule, "get_config") else schedule
+            for name, schedule in self.schedules.items()
+        }
+        return {"schedules": schedules, "per": self.per}
 
 
 class EmbeddingView(keras.callbacks.Callback):
@@ -239,7 +213,7 @@ class EmbeddingView(keras.callbacks.Callback):
 
     >>> import tempfile
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.offline import tiny_roberta_classifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
     >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
     >>> model.compile(optimizer="adam")
@@ -263,10 +237,9 @@ class EmbeddingView(keras.callbacks.Callback):
     ):
         super().__init__()
         check_integer("every", every, 1)
-        if method not in ("pca", "tsne"):
-            raise ValueError(f"`method` must be 'pca' or 'tsne'. Received: method={method!r}")
+        check_one_of("method", method, ("pca", "tsne"))
         self.x = x
-        self.labels = _class_ids(y)
+        self.labels = class_ids(y)
         self.directory = Path(directory)
         self.every = every
         self.method = method

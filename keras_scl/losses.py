@@ -1,12 +1,17 @@
 """The supervised contrastive loss of Gunel et al. (ICLR 2021), in `keras.ops`."""
 
-import numbers
-
 import keras
 from keras import ops
 
 from keras_scl.distributed import all_gather
 from keras_scl.distributed import gathers_global_batch
+from keras_scl.validation import check_bool
+from keras_scl.validation import check_labels
+from keras_scl.validation import check_number
+from keras_scl.validation import check_one_of
+from keras_scl.validation import class_ids
+
+__all__ = ["SupervisedContrastiveLoss", "anchors_with_positive", "supervised_contrastive_loss"]
 
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
 
@@ -17,9 +22,9 @@ _SQUARED_NORM_EPSILON = 1e-24
 
 
 def _check_temperature(temperature):
-    # A variable (a schedule moves it) is checked where it is set, not here.
-    if isinstance(temperature, numbers.Number) and not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
+    # A variable or tensor (a schedule moves it, or it is learned) is checked where it is set, not here.
+    if not (isinstance(temperature, keras.Variable) or ops.is_tensor(temperature)):
+        check_number("temperature", temperature, low=0, low_open=True)
 
 
 def _concrete_values(x):
@@ -30,8 +35,8 @@ def _concrete_values(x):
         return None
 
 
-def _class_ids(y_true, batch_size):
-    """Labels of any accepted layout as a `(batch,)` tensor of class ids."""
+def _checked_class_ids(y_true, batch_size):
+    """Labels of any accepted layout as a `(batch,)` tensor of class ids, after checks that name the bad value."""
     rank = len(y_true.shape)
     if rank not in (1, 2):
         raise ValueError(
@@ -43,14 +48,15 @@ def _class_ids(y_true, batch_size):
             "`y_true` and `y_pred` must have the same batch size. "
             f"Received: y_true.shape={tuple(y_true.shape)}, batch size of y_pred={batch_size}"
         )
-    if rank == 1 or y_true.shape[-1] == 1:
-        return ops.reshape(y_true, (-1,))
-    values = _concrete_values(y_true)
-    if values is not None:
-        is_binary = ((values == 0) | (values == 1)).all()
-        if not (is_binary and (values.sum(axis=-1) == 1).all()):
-            raise ValueError(f"Rank-2 `y_true` with more than one column must be one-hot. Received: y_true={values!r}")
-    return ops.argmax(y_true, axis=-1)
+    if rank == 2 and y_true.shape[-1] != 1:
+        values = _concrete_values(y_true)
+        if values is not None:
+            is_binary = ((values == 0) | (values == 1)).all()
+            if not (is_binary and (values.sum(axis=-1) == 1).all()):
+                raise ValueError(
+                    f"Rank-2 `y_true` with more than one column must be one-hot. Received: y_true={values!r}"
+                )
+    return class_ids(y_true)
 
 
 def _normalized(embeddings):
@@ -107,7 +113,8 @@ def anchors_with_positive(y_true, memory_labels=None):
     >>> keras.ops.convert_to_numpy(anchors_with_positive(np.array([0, 0, 1]), np.array([1, -1]))).tolist()
     [True, True, True]
     """
-    positive, _ = _masks(_class_ids(ops.convert_to_tensor(y_true), None), memory_labels)
+    check_labels("y_true", y_true)
+    positive, _ = _masks(_checked_class_ids(ops.convert_to_tensor(y_true), None), memory_labels)
     return ops.any(positive, axis=1)
 
 
@@ -118,6 +125,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
         `(loss, has_positive)`: float32 `(batch,)` and bool `(batch,)`.
     """
     _check_temperature(temperature)
+    check_labels("y_true", y_true)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.convert_to_tensor(y_true)
     if len(y_pred.shape) != 2:
@@ -140,9 +148,10 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
             )
         if tuple(memory_labels.shape) not in ((memory_embeddings.shape[0],), (memory_embeddings.shape[0], 1)):
             raise ValueError(f"`memory_labels` must hold one class id per memory entry. Received: {shapes}")
-    labels = _class_ids(y_true, y_pred.shape[0])
-    if isinstance(temperature, keras.Variable):
-        temperature = ops.cast(temperature, "float32")
+    labels = _checked_class_ids(y_true, y_pred.shape[0])
+    is_number = not (isinstance(temperature, keras.Variable) or ops.is_tensor(temperature))
+    # A backend tensor's own division: `ops.divide` would turn the 1.0 into a tensor (on a GPU, a copy).
+    inverse_temperature = 1.0 / (temperature if is_number else ops.cast(temperature, "float32"))
 
     # Similarities in float32 whatever the compute dtype: exp(1/τ) for τ = 0.05
     # is e^20, far past what float16 holds, and bf16 loses the small differences.
@@ -156,10 +165,15 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     # side, and the positives' sum and the denominator read the logits
     # directly, with no log-probability matrix in between.
     anchors = _normalized(y_pred)
-    scaled = anchors / temperature
     if memory_embeddings is None:
-        logits = _self_similarity(scaled, ops.stop_gradient(anchors))
+        if not is_number:
+            # `_self_similarity` hands `scaled` the gradient of both factors
+            # of `a/τ @ a.T`, but τ sits in one of them only: τ takes half of
+            # what reaches `scaled`. Same value forward, half the gradient back.
+            inverse_temperature = 0.5 * (inverse_temperature + ops.stop_gradient(inverse_temperature))
+        logits = _self_similarity(anchors * inverse_temperature, ops.stop_gradient(anchors))
     else:
+        scaled = anchors * inverse_temperature
         # The memory is a record of past batches: no gradient flows into it.
         keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(memory_embeddings))])
         logits = ops.matmul(scaled, ops.transpose(keys))
@@ -284,8 +298,10 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         reduction: One of the reductions above. Defaults to
             `"sum_over_batch_size"`.
         name: Name of the loss. Defaults to `"supervised_contrastive_loss"`.
-        dtype: Accepted for API compatibility; the loss always computes and
-            returns float32, also under a mixed-precision policy.
+        dtype: The dtype of the result, e.g. `"bfloat16"`, or `None` for
+            `keras.config.floatx()` (float32 by default, also under a
+            mixed-precision policy). The loss is computed in float32 whatever
+            the dtype of the embeddings, then cast. Defaults to `None`.
         global_batch: Whether, under `torch.distributed`, training steps use
             the global batch (above). `False` keeps each rank's loss to its
             own batch. Defaults to `True`.
@@ -311,10 +327,8 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         global_batch=True,
     ):
         _check_temperature(temperature)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"`reduction` must be one of {REDUCTIONS}. Received: reduction={reduction!r}")
-        if not isinstance(global_batch, bool):
-            raise ValueError(f"`global_batch` must be True or False. Received: global_batch={global_batch!r}")
+        check_one_of("reduction", reduction, REDUCTIONS)
+        check_bool("global_batch", global_batch)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = temperature
         self.global_batch = global_batch
@@ -332,20 +346,30 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                 if sample_weight is not None:
                     sample_weight = all_gather(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
             loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature, memory_embeddings, memory_labels)
-            weights = ops.ones_like(loss)
-            if sample_weight is not None:
-                weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) * weights
-            if self.reduction in ("none", None):
-                return loss * weights
-            weights = weights * ops.cast(has_positive, "float32")
-            total = ops.sum(loss * weights)
-            if self.reduction == "sum":
-                return total
-            if self.reduction == "mean_with_sample_weight":
-                count = ops.sum(weights)
-            else:
-                count = ops.sum(ops.cast(has_positive, "float32"))
-            return total / ops.where(count > 0, count, ops.ones_like(count))
+            return ops.cast(self._reduce(loss, has_positive, sample_weight), self.dtype)
+
+    def _reduce(self, loss, has_positive, sample_weight):
+        weights = ops.ones_like(loss)
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, "float32")
+            shape = tuple(sample_weight.shape)
+            if shape and shape not in ((loss.shape[0],), (loss.shape[0], 1)) and None not in shape + loss.shape:
+                raise ValueError(
+                    "`sample_weight` must be a scalar or hold one weight per example, shape (batch,) or (batch, 1). "
+                    f"Received: sample_weight.shape={shape} for a batch of {loss.shape[0]}"
+                )
+            weights = (ops.reshape(sample_weight, (-1,)) if shape else sample_weight) * weights
+        if self.reduction in ("none", None):
+            return loss * weights
+        weights = weights * ops.cast(has_positive, "float32")
+        total = ops.sum(loss * weights)
+        if self.reduction == "sum":
+            return total
+        if self.reduction == "mean_with_sample_weight":
+            count = ops.sum(weights)
+        else:
+            count = ops.sum(ops.cast(has_positive, "float32"))
+        return total / ops.where(count > 0, count, ops.ones_like(count))
 
     def get_config(self):
         config = super().get_config()

@@ -1,13 +1,10 @@
 """SCLClassifier: fine-tune a KerasHub text classifier with (1 - λ)·CE + λ·SCL."""
 
-import numbers
-
 import keras
 import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_scl._validation import check_integer
 from keras_scl.batching import InMemoryBatches
 from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import contains_strings
@@ -20,18 +17,25 @@ from keras_scl.distributed import gathers_global_batch
 from keras_scl.distributed import world_size
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
+from keras_scl.validation import check_bool
+from keras_scl.validation import check_integer
+from keras_scl.validation import check_labels
+from keras_scl.validation import check_number
+from keras_scl.validation import check_one_of
+from keras_scl.validation import class_ids
+
+__all__ = ["FunctionLoss", "SCLClassifier"]
 
 EMBEDDINGS = ("cls", "pooled")
+LOSS_KEYS = ("logits", "embedding")
 
 
 def _check_scl_weight(scl_weight):
-    if not isinstance(scl_weight, numbers.Real) or not 0.0 <= scl_weight <= 1.0:
-        raise ValueError(f"`scl_weight` must be a number in [0, 1]. Received: scl_weight={scl_weight!r}")
+    check_number("scl_weight", scl_weight, low=0, high=1)
 
 
 def _check_temperature(temperature):
-    if not isinstance(temperature, numbers.Real) or not temperature > 0:
-        raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
+    check_number("temperature", temperature, low=0, low_open=True)
 
 
 def _assign_number(variable, value):
@@ -147,6 +151,67 @@ def _mean_cross_entropy(y, outputs, one_hot, from_logits, sample_weight):
     return ops.sum(losses) / count
 
 
+@keras.saving.register_keras_serializable(package="keras_scl")
+class FunctionLoss(keras.losses.Loss):
+    """A loss function `fn(y_true, y_pred)` of per-example losses, reduced as Keras reduces a compiled function."""
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name or getattr(fn, "__name__", "loss"), reduction=reduction, dtype=dtype)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "fn": keras.saving.deserialize_keras_object(config["fn"])})
+
+
+def _as_loss(loss):
+    """A `keras.losses.Loss` for an identifier, a loss object or a loss function."""
+    loss = keras.losses.get(loss)
+    return loss if isinstance(loss, keras.losses.Loss) else FunctionLoss(loss)
+
+
+def _split_losses(loss):
+    """`compile`'s `loss` as `(loss on the logits or None for the built-in cross-entropy, loss on the embedding)`."""
+    if loss in ("auto", None):
+        loss = {}
+    elif isinstance(loss, SupervisedContrastiveLoss):
+        loss = {"embedding": loss}
+    elif not isinstance(loss, dict):
+        raise ValueError(
+            "SCLClassifier applies a single `loss` to the embeddings, and only a "
+            "`keras_scl.SupervisedContrastiveLoss` belongs there. To choose the loss on the logits (or another "
+            "loss on the embeddings), pass a dict: loss={'logits': ..., 'embedding': ...}, either key optional. "
+            f"Received: loss={loss!r}"
+        )
+    unknown = sorted(set(loss) - set(LOSS_KEYS))
+    if unknown:
+        raise ValueError(f"The keys of a `loss` dict must be among {LOSS_KEYS}. Received: keys {unknown}")
+    logits_loss, embedding_loss = (loss.get(key, "auto") for key in LOSS_KEYS)
+    logits_loss = None if logits_loss in ("auto", None) else _as_loss(logits_loss)
+    embedding_loss = SupervisedContrastiveLoss() if embedding_loss in ("auto", None) else _as_loss(embedding_loss)
+    return logits_loss, embedding_loss
+
+
+def _check_labels_and_weights(x, y, sample_weight):
+    """Text labels, and sample weights that do not match the examples, named before any work starts."""
+    check_labels("y", y)
+    if sample_weight is None or y is None or not _is_in_memory(x):
+        return
+    weights = tuple(sample_weight.shape) if ops.is_tensor(sample_weight) else np.shape(sample_weight)
+    examples = num_examples(y)
+    if weights not in ((examples,), (examples, 1)):
+        raise ValueError(
+            f"`sample_weight` must hold one weight per example: shape ({examples},) for {examples} labels. "
+            f"Received: sample_weight of shape {weights}"
+        )
+
+
 def _is_pipeline_dataset(x):
     """A `tf.data` or grain dataset: KerasHub's pipeline maps the preprocessor over it."""
     return any(cls.__module__.split(".")[0] in ("tensorflow", "grain") for cls in type(x).__mro__)
@@ -222,7 +287,7 @@ class SCLClassifier(keras_hub.models.Task):
 
     Example:
 
-    >>> from keras_scl.offline import tiny_roberta_classifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
     >>> classifier = tiny_roberta_classifier(num_classes=2)
     >>> model = SCLClassifier(classifier, scl_weight=0.9)
     >>> model.compile(
@@ -251,8 +316,7 @@ class SCLClassifier(keras_hub.models.Task):
         _check_scl_weight(scl_weight)
         check_integer("memory_size", memory_size, 0)
         check_integer("memory_warmup_steps", memory_warmup_steps, 0)
-        if embedding not in EMBEDDINGS:
-            raise ValueError(f"`embedding` must be one of {EMBEDDINGS}. Received: embedding={embedding!r}")
+        check_one_of("embedding", embedding, EMBEDDINGS)
 
         inputs, logits, features = _tap(classifier, embedding)
 
@@ -323,17 +387,85 @@ class SCLClassifier(keras_hub.models.Task):
             raise ValueError("This model has no memory: build it with `memory_size` > 0.")
         return ops.convert_to_numpy(self._memory_embeddings), ops.convert_to_numpy(self._memory_labels)
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, fast_step=True, **kwargs):
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        load_weights=True,
+        scl_weight=0.9,
+        embedding="cls",
+        memory_size=0,
+        memory_warmup_steps=0,
+        name="scl_classifier",
+        **kwargs,
+    ):
+        """Builds the KerasHub text classifier of a preset and wraps it.
+
+        `keras_hub.models.TextClassifier.from_preset(preset, load_weights,
+        **kwargs)` builds the classifier (any backbone `SCLClassifier` can
+        tap: RoBERTa, BERT and their relatives), with its preprocessor.
+
+        Args:
+            preset: A KerasHub preset name (`"roberta_base_en"`), a local
+                folder saved by `save_to_preset`, or a Hugging Face / Kaggle
+                handle, as `TextClassifier.from_preset` takes it.
+            load_weights: Whether to load the preset's weights. Defaults to
+                `True`.
+            scl_weight, embedding, memory_size, memory_warmup_steps, name:
+                As in `SCLClassifier`.
+            **kwargs: Passed on to the classifier, e.g. `num_classes=2`,
+                `preprocessor=...`, `dropout=0.1`.
+
+        Example:
+
+        >>> import tempfile
+        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> folder = tempfile.mkdtemp()
+        >>> tiny_roberta_classifier(num_classes=3).save_to_preset(folder)
+        >>> model = SCLClassifier.from_preset(folder, num_classes=3, scl_weight=0.5)
+        >>> type(model.classifier).__name__, model.scl_weight
+        ('RobertaTextClassifier', 0.5)
+        """
+        classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
+        return cls(
+            classifier,
+            scl_weight=scl_weight,
+            embedding=embedding,
+            memory_size=memory_size,
+            memory_warmup_steps=memory_warmup_steps,
+            name=name,
+        )
+
+    def save_to_preset(self, preset_dir, **kwargs):
+        """Saves the classifier (the model to deploy; λ, τ and the memory are training settings) as a preset.
+
+        `keras_hub.models.TextClassifier.from_preset(preset_dir)` loads it
+        for inference, `SCLClassifier.from_preset(preset_dir)` to train on.
+        """
+        self.classifier.save_to_preset(preset_dir, **kwargs)
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", fast_step=True, **kwargs):
         """Configures the model for training, as `keras.Model.compile`.
 
         Args:
             optimizer: The optimizer, e.g. `keras.optimizers.AdamW(1e-5)`.
-            loss: The contrastive loss on the embeddings, called as
-                `loss(y_true, embeddings, sample_weight=...)`. Defaults to
-                `SupervisedContrastiveLoss()`. The cross-entropy is the
-                classifier's own and needs no argument.
-            metrics: Metrics on the logits, e.g.
-                `["sparse_categorical_accuracy"]`.
+                `"auto"` is `keras.optimizers.AdamW(1e-5)`, the setting
+                reproductions of the paper use. Defaults to `"auto"`.
+            loss: What the two terms are. `"auto"` (or `None`): the
+                classifier's own cross-entropy on the logits and
+                `SupervisedContrastiveLoss()` (τ = 0.3) on the embeddings. A
+                `SupervisedContrastiveLoss`: that loss on the embeddings. A
+                dict `{"logits": ..., "embedding": ...}` (Keras' convention
+                for a model with named outputs; either key may be left out,
+                or be `"auto"`) chooses each side: e.g.
+                `{"logits": keras.losses.CategoricalCrossentropy(from_logits=True,
+                label_smoothing=0.1)}`. The embedding loss is called as
+                `loss(class_ids, embeddings, sample_weight=...)`. Any other
+                single loss raises a ValueError: it would be applied to the
+                embeddings. Defaults to `"auto"`.
+            metrics: Metrics on the logits, e.g. `["accuracy"]`. `"auto"` is
+                `["accuracy"]` (sparse or categorical, as the labels are).
+                Defaults to `"auto"`.
             fast_step: On the torch backend, whether `fit` trains with
                 keras_scl's own training step (`keras_scl.torch_step`): the
                 same computation as Keras' `train_step`, with no host-device
@@ -346,12 +478,21 @@ class SCLClassifier(keras_hub.models.Task):
                 `torch.compile` (minutes at the first step of a large model;
                 it pays on long runs). Defaults to `True`.
             **kwargs: Any other argument of `keras.Model.compile`.
+
+        Example:
+
+        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2))
+        >>> model.compile()
+        >>> type(model.optimizer).__name__, type(model.loss).__name__, round(model.temperature, 6)
+        ('AdamW', 'SupervisedContrastiveLoss', 0.3)
+        >>> model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        Traceback (most recent call last):
+        ...
+        ValueError: SCLClassifier applies a single `loss` to the embeddings, ...
         """
-        if not isinstance(fast_step, bool):
-            raise ValueError(f"`fast_step` must be True or False. Received: fast_step={fast_step!r}")
-        # Keras' compiled loss would pair one loss with each output; this model
-        # combines its two terms itself in `compute_loss`.
-        loss = SupervisedContrastiveLoss() if loss is None else keras.losses.get(loss)
+        check_bool("fast_step", fast_step)
+        logits_loss, loss = _split_losses(loss)
         if isinstance(loss, SupervisedContrastiveLoss):
             # A copy that reads τ from this model's variable (the caller's loss stays as it was).
             self.temperature = float(ops.convert_to_numpy(loss.temperature))
@@ -361,8 +502,15 @@ class SCLClassifier(keras_hub.models.Task):
             raise ValueError(
                 f"A memory (`memory_size` > 0) needs a `keras_scl.SupervisedContrastiveLoss`. Received: loss={loss!r}"
             )
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(learning_rate=1e-5)
+        if metrics == "auto":
+            metrics = ["accuracy"]
+        # Keras' compiled loss would pair one loss with each output; this model
+        # combines its two terms itself in `compute_loss`.
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.loss = loss
+        self.logits_loss = logits_loss
         self.fast_step = fast_step
         if keras.backend.backend() == "torch":
             from keras_scl import torch_step
@@ -392,7 +540,10 @@ class SCLClassifier(keras_hub.models.Task):
     def get_compile_config(self):
         config = super().get_compile_config()
         if config:
-            config["loss"] = keras.saving.serialize_keras_object(self.loss)
+            config["loss"] = {
+                "logits": keras.saving.serialize_keras_object(self.logits_loss) if self.logits_loss else "auto",
+                "embedding": keras.saving.serialize_keras_object(self.loss),
+            }
             config["fast_step"] = self.fast_step
         return config
 
@@ -403,10 +554,13 @@ class SCLClassifier(keras_hub.models.Task):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, embedding = y_pred["logits"], y_pred["embedding"]
-        one_hot = len(y.shape) == 2 and y.shape[-1] == logits.shape[-1] and y.shape[-1] > 1
-        ce_loss = _mean_cross_entropy(y, logits, one_hot, self._from_logits, sample_weight)
+        if self.logits_loss is None:
+            one_hot = len(y.shape) == 2 and y.shape[-1] == logits.shape[-1] and y.shape[-1] > 1
+            ce_loss = _mean_cross_entropy(y, logits, one_hot, self._from_logits, sample_weight)
+        else:
+            ce_loss = ops.cast(self.logits_loss(y, logits, sample_weight=sample_weight), "float32")
         # Class ids for everything else: the loss need not check one-hot rows (a read of the labels).
-        labels = ops.argmax(y, axis=-1) if one_hot else ops.reshape(y, (-1,))
+        labels = class_ids(y)
         memory = self._memory_for_loss() if training and self.memory_size else {}
         scl_loss = self.loss(labels, embedding, sample_weight=sample_weight, **memory)
         if training and getattr(self.loss, "global_batch", False) and gathers_global_batch():
@@ -450,8 +604,26 @@ class SCLClassifier(keras_hub.models.Task):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
 
-    def fit(self, x=None, y=None, batch_size=None, validation_data=None, shuffle=True, sample_weight=None, **kwargs):
-        """Trains the model, as `keras.Model.fit`; takes what it takes.
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        """Trains the model, as `keras.Model.fit`: the same arguments, in the same order, and what it takes.
 
         In-memory inputs (lists of strings, tuples of them for sentence
         pairs, arrays, dicts of token ids) are preprocessed once, not every
@@ -460,13 +632,21 @@ class SCLClassifier(keras_hub.models.Task):
         examples SCL contrasts. (A KerasHub task batches in-memory inputs in
         one fixed order.) On the torch backend they are copied to the GPU
         once and batched there: the fastest input for a GPU. `ClassBalancedBatches`
-        are preprocessed once too.
+        are preprocessed once too. `validation_split` holds out the last
+        examples, as Keras does.
 
         A `keras.utils.PyDataset`, a torch `DataLoader` (ideally with
         `pin_memory=True`) or another iterable of batches is used as given,
         its text tokenised batch by batch; none of them needs TensorFlow or
         grain. A `tf.data` or grain dataset goes through KerasHub's pipeline,
         which maps the preprocessor over it. Shuffle datasets yourself.
+
+        Labels are class ids or one-hot rows; text labels raise a ValueError
+        (map them to ids first).
+
+        Callbacks with an `on_train_interrupted()` method (the schedulers of
+        `keras_scl.callbacks`) hear of an exception or a KeyboardInterrupt
+        that stops training, so that they can put back what they changed.
 
         Under `torch.distributed` with several processes, Keras (3.15) `fit`
         would not average gradients across ranks: train with a DDP loop
@@ -478,51 +658,120 @@ class SCLClassifier(keras_hub.models.Task):
                 f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
                 "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
             )
-        arguments = dict(batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight, **kwargs)
-        if self._preprocessed_by_pipeline(x):
-            return super().fit(x, y, validation_data=validation_data, **arguments)
-        validation_data = self._prepared_validation_data(validation_data)
-        in_memory = isinstance(x, InMemoryBatches) or _is_in_memory(x)
-        x = self._prepared_inputs(x)
-        if not in_memory:
-            return keras.Model.fit(self, x, y, validation_data=validation_data, **arguments)
-        if isinstance(x, InMemoryBatches):
-            batches = x
-        else:
-            validation_split = kwargs.pop("validation_split", None)
-            if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
-                start = num_examples(x) - int(num_examples(x) * validation_split)
-                validation_data = tuple(
-                    take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+        if batch_size is not None:
+            check_integer("batch_size", batch_size, 1)
+        if validation_batch_size is not None:
+            check_integer("validation_batch_size", validation_batch_size, 1)
+        check_integer("epochs", epochs, 0)
+        check_number("validation_split", validation_split, low=0, high=1, high_open=True)
+        _check_labels_and_weights(x, y, sample_weight)
+        arguments = dict(
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            class_weight=class_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_freq=validation_freq,
+        )
+        try:
+            if self._preprocessed_by_pipeline(x):
+                return super().fit(
+                    x,
+                    y,
+                    batch_size=batch_size,
+                    validation_split=validation_split,
+                    validation_data=validation_data,
+                    shuffle=shuffle,
+                    sample_weight=sample_weight,
+                    validation_batch_size=validation_batch_size,
+                    **arguments,
                 )
-                x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
-            batches = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
-            kwargs.setdefault("validation_batch_size", batch_size)
-        # Straight to `keras.Model.fit`: nothing is left for KerasHub's
-        # pipeline to preprocess, and `batches` already shuffles (Keras would
-        # otherwise also permute the order of the batches).
-        return keras.Model.fit(self, batches, validation_data=validation_data, shuffle=False, **kwargs)
+            validation_data = self._prepared_validation_data(validation_data)
+            in_memory = isinstance(x, InMemoryBatches) or _is_in_memory(x)
+            x = self._prepared_inputs(x)
+            if in_memory and not isinstance(x, InMemoryBatches):
+                if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
+                    start = num_examples(x) - int(num_examples(x) * validation_split)
+                    validation_data = tuple(
+                        take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+                    )
+                    x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
+                x = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
+                y = sample_weight = None
+                validation_batch_size = validation_batch_size or batch_size
+                batch_size, validation_split = None, 0.0
+            if in_memory:
+                # `x` already shuffles its batches: Keras would also permute their order.
+                shuffle = False
+            # Straight to `keras.Model.fit`: nothing is left for KerasHub's pipeline to preprocess.
+            return keras.Model.fit(
+                self,
+                x,
+                y,
+                batch_size=batch_size,
+                validation_split=validation_split,
+                validation_data=validation_data,
+                shuffle=shuffle,
+                sample_weight=sample_weight,
+                validation_batch_size=validation_batch_size,
+                **arguments,
+            )
+        except BaseException:
+            for callback in callbacks or ():
+                interrupted = getattr(callback, "on_train_interrupted", None)
+                if callable(interrupted):
+                    interrupted()
+            raise
 
-    def evaluate(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
-        """Evaluates the model, as `keras.Model.evaluate`; takes what `fit` takes."""
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
+        """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
+        if batch_size is not None:
+            check_integer("batch_size", batch_size, 1)
+        _check_labels_and_weights(x, y, sample_weight)
+        arguments = dict(
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            return_dict=return_dict,
+            **kwargs,
+        )
         if kwargs.get("_use_cached_eval_dataset") or self._preprocessed_by_pipeline(x):
-            return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
-        x = self._prepared_inputs(x)
-        return keras.Model.evaluate(self, x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
+            return super().evaluate(x, y, **arguments)
+        return keras.Model.evaluate(self, self._prepared_inputs(x), y, **arguments)
 
-    def predict(self, x=None, batch_size=None, **kwargs):
-        """Logits for `x` (raw strings when the classifier has a preprocessor), as `classifier.predict` gives them."""
-        return self._predict_outputs(x, batch_size, **kwargs)["logits"]
+    def predict(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Logits for `x` (raw strings when the classifier has a preprocessor), as `classifier.predict` gives them.
 
-    def embed(self, x=None, batch_size=None, **kwargs):
+        Same arguments, in the same order, as `keras.Model.predict`.
+        """
+        return self._predict_outputs(x, batch_size, verbose=verbose, steps=steps, callbacks=callbacks)["logits"]
+
+    def embed(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """The embedding SCL contrasts (before normalisation), for `x`, as NumPy.
 
         Takes what `predict` takes; useful for plots of the embedding space
         (the paper's Figure 2) and cluster-quality measures.
         """
-        return self._predict_outputs(x, batch_size, **kwargs)["embedding"]
+        return self._predict_outputs(x, batch_size, verbose=verbose, steps=steps, callbacks=callbacks)["embedding"]
 
     def _predict_outputs(self, x, batch_size, **kwargs):
+        if batch_size is not None:
+            check_integer("batch_size", batch_size, 1)
         if self._preprocessed_by_pipeline(x):
             return super().predict(x, batch_size=batch_size, **kwargs)
         return keras.Model.predict(self, self._prepared_inputs(x), batch_size=batch_size, **kwargs)

@@ -34,6 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch.optim.adamw import adamw as fused_adamw  # the functional form: no state of its own
 
+__all__ = [
+    "FusedAdamUpdate",
+    "KerasUpdate",
+    "StepLogs",
+    "TrainStep",
+    "optimizer_update",
+    "to_device",
+    "use_fused_attention",
+    "use_keras_attention",
+]
+
 # --- Attention -----------------------------------------------------------------
 
 

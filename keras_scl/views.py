@@ -2,6 +2,8 @@
 
 import numpy as np
 
+__all__ = ["plot_embeddings", "project_2d", "silhouette"]
+
 
 def project_2d(embeddings, method="tsne", seed=0):
     """2-D coordinates of `embeddings` by t-SNE (scikit-learn) or PCA."""

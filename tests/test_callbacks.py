@@ -8,12 +8,9 @@ from keras import ops
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl.batching import take
-from keras_scl.callbacks import Cosine
 from keras_scl.callbacks import EmbeddingView
-from keras_scl.callbacks import LinearWarmup
-from keras_scl.callbacks import SCLWeightScheduler
-from keras_scl.callbacks import TemperatureScheduler
-from keras_scl.offline import tiny_roberta_classifier
+from keras_scl.callbacks import ParamScheduler
+from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.views import silhouette
 
 TEXTS = ["a fine film", "a great story", "good fun", "a joy", "a dull film", "a poor plot", "bad acting", "a bore"]
@@ -42,38 +39,46 @@ class ValueRecorder(keras.callbacks.Callback):
         self.values.append(getattr(self.model, self.attribute))
 
 
-# --- Schedules -------------------------------------------------------------------
-def test_linear_warmup_and_cosine_follow_their_formulas():
-    ramp, curve = LinearWarmup(0.2, 1.0, duration=4), Cosine(0.9, 0.1, duration=5)
-    for t in range(8):
-        assert ramp(t) == pytest.approx(0.2 + 0.8 * min(t, 4) / 4)
-        assert curve(t) == pytest.approx(0.1 + 0.8 * (1 + math.cos(math.pi * min(t, 5) / 5)) / 2)
-    for schedule in (ramp, curve):
-        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
-        assert type(restored) is type(schedule) and restored.get_config() == schedule.get_config()
-    with pytest.raises(ValueError, match="duration=0"):
-        Cosine(1.0, 0.0, duration=0)
+# --- Schedules: Keras' own curves ---------------------------------------------------
+def test_keras_schedules_give_the_linear_and_cosine_ramps_value_for_value():
+    """The ramps the README names: PolynomialDecay(power=1) and CosineDecay(alpha=b/a) against their formulas."""
+    from keras.optimizers.schedules import CosineDecay
+    from keras.optimizers.schedules import PolynomialDecay
+
+    up = PolynomialDecay(0.0, 4, end_learning_rate=0.9, power=1.0)
+    down = PolynomialDecay(1.0, 4, end_learning_rate=0.2, power=1.0)
+    curve = CosineDecay(0.9, 5, alpha=0.1 / 0.9)
+    for t in range(9):
+        assert ParamScheduler._value(up, t) == pytest.approx(0.9 * min(t, 4) / 4, abs=1e-6)
+        assert ParamScheduler._value(down, t) == pytest.approx(1.0 - 0.8 * min(t, 4) / 4, abs=1e-6)
+        expected = 0.1 + 0.8 * (1 + math.cos(math.pi * min(t, 5) / 5)) / 2
+        assert ParamScheduler._value(curve, t) == pytest.approx(expected, abs=1e-6)
 
 
-# --- λ and τ schedules -------------------------------------------------------------
-def test_scl_weight_schedule_per_epoch_is_logged_and_put_back():
+# --- λ, τ and other settings ----------------------------------------------------------
+def test_schedule_per_epoch_is_logged_and_put_back():
+    from keras.optimizers.schedules import PolynomialDecay
+
     model, inputs = model_on_tokens(scl_weight=0.7)
     recorder = ValueRecorder("scl_weight")
-    scheduler = SCLWeightScheduler(LinearWarmup(0.0, 1.0, duration=2))
+    ramp = PolynomialDecay(0.0, 2, end_learning_rate=1.0, power=1.0)
+    scheduler = ParamScheduler({"scl_weight": ramp})
     history = model.fit(inputs, LABELS, batch_size=4, epochs=3, verbose=0, callbacks=[scheduler, recorder])
-    assert history.history["scl_weight"] == [0.0, 0.5, 1.0]
+    assert history.history["scl_weight"] == pytest.approx([0.0, 0.5, 1.0])
     assert recorder.values == pytest.approx([0.0, 0.0, 0.5, 0.5, 1.0, 1.0])
     assert model.scl_weight == pytest.approx(0.7)
-    assert scheduler.get_config() == {
-        "schedule": keras.saving.serialize_keras_object(LinearWarmup(0.0, 1.0, 2)),
-        "per": "epoch",
-    }
+    config = scheduler.get_config()
+    assert config == {"schedules": {"scl_weight": keras.saving.serialize_keras_object(ramp)}, "per": "epoch"}
+    restored = ParamScheduler(
+        {name: keras.saving.deserialize_keras_object(value) for name, value in config["schedules"].items()}
+    )
+    assert [ParamScheduler._value(restored.schedules["scl_weight"], t) for t in range(3)] == pytest.approx([0, 0.5, 1])
 
 
 def test_per_step_schedule_counts_global_steps_across_epochs_and_on_resume():
     model, inputs = model_on_tokens()
     recorder = ValueRecorder("temperature")
-    schedule = TemperatureScheduler(lambda step: 0.1 + 0.1 * step, per="step")
+    schedule = ParamScheduler({"temperature": lambda step: 0.1 + 0.1 * step}, per="step")
     history = model.fit(inputs, LABELS, batch_size=4, epochs=2, verbose=0, callbacks=[schedule, recorder])
     assert recorder.values == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert history.history["temperature"] == pytest.approx([0.2, 0.4])
@@ -84,9 +89,40 @@ def test_per_step_schedule_counts_global_steps_across_epochs_and_on_resume():
     assert recorder.values == pytest.approx([0.5, 0.6])  # steps 4 and 5
 
 
-@pytest.mark.parametrize("scheduler", [SCLWeightScheduler, TemperatureScheduler])
-def test_schedule_reaches_each_compiled_step_without_a_retrace(scheduler):
-    values = [0.9, 0.2, 0.6, 0.4] if scheduler is SCLWeightScheduler else [0.3, 0.05, 1.0, 0.5]
+def test_one_scheduler_moves_several_settings_and_a_variable_by_its_path():
+    model, inputs = model_on_tokens(scl_weight=0.5)
+    path = model._scl_weight.path
+    recorder_weight, recorder_temperature = ValueRecorder("scl_weight"), ValueRecorder("temperature")
+    scheduler = ParamScheduler(
+        {path: lambda step: 0.1 * (step + 1), "temperature": [0.5, 0.4, 0.2, 0.1].__getitem__}, per="step"
+    )
+    history = model.fit(
+        inputs, LABELS, batch_size=4, epochs=2, verbose=0, callbacks=[scheduler, recorder_weight, recorder_temperature]
+    )
+    assert recorder_weight.values == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert recorder_temperature.values == pytest.approx([0.5, 0.4, 0.2, 0.1])
+    assert history.history[path] == pytest.approx([0.2, 0.4])
+    assert (model.scl_weight, model.temperature) == pytest.approx((0.5, 0.3))
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_fit_puts_the_settings_back():
+    model, inputs = model_on_tokens(scl_weight=0.7)
+    scheduler = ParamScheduler({"scl_weight": 0.1, "temperature": lambda step: 0.05}, per="step")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(inputs, LABELS, batch_size=2, epochs=1, verbose=0, callbacks=[scheduler, Interrupt()])
+    assert (model.scl_weight, model.temperature) == pytest.approx((0.7, 0.3))
+    assert model.get_config()["scl_weight"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("attribute", ["scl_weight", "temperature"])
+def test_schedule_reaches_each_compiled_step_without_a_retrace(attribute):
+    values = [0.9, 0.2, 0.6, 0.4] if attribute == "scl_weight" else [0.3, 0.05, 1.0, 0.5]
     scheduled, inputs = model_on_tokens(seed=1, learning_rate=1.0)
     stepped, _ = model_on_tokens(seed=1, learning_rate=1.0)
     traces = []
@@ -100,13 +136,13 @@ def test_schedule_reaches_each_compiled_step_without_a_retrace(scheduler):
     # Batches of 4 with both labels (in batches of 2 equal labels SCL is 0 whatever τ), 2 steps an epoch.
     order = np.array([0, 4, 1, 5, 2, 6, 3, 7])
     inputs, labels = take(inputs, order), LABELS[order]
-    callback = scheduler(lambda step: values[step], per="step")
+    callback = ParamScheduler({attribute: lambda step: values[step]}, per="step")
     scheduled.fit(inputs, labels, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[callback])
     assert len(traces) == (4 if keras.backend.backend() == "torch" else 1)
 
     # The same steps, one at a time, with the value set by hand before each.
     for step, value in enumerate(values):
-        setattr(stepped, scheduler.attribute, value)
+        setattr(stepped, attribute, value)
         batch = slice(4 * (step % 2), 4 * (step % 2) + 4)
         stepped.train_on_batch(take(inputs, batch), labels[batch])
     for expected, actual in zip(stepped.trainable_weights, scheduled.trainable_weights, strict=True):
@@ -120,18 +156,20 @@ def test_schedule_reaches_each_compiled_step_without_a_retrace(scheduler):
     assert max(differences) > 1e-4  # the schedule made a difference, far above the tolerance above
 
 
-def test_schedulers_check_their_arguments_and_the_model():
+def test_scheduler_checks_its_arguments_and_the_model():
     with pytest.raises(ValueError, match="per='batch'"):
-        SCLWeightScheduler(0.5, per="batch")
-    with pytest.raises(ValueError, match="schedule='0.5'"):
-        TemperatureScheduler("0.5")
+        ParamScheduler({"scl_weight": 0.5}, per="batch")
+    with pytest.raises(ValueError, match="schedule of 'temperature'.*'0.5'"):
+        ParamScheduler({"temperature": "0.5"})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        ParamScheduler(lambda epoch: 0.5)
     plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     plain.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(ValueError, match="needs a model with a `temperature`.*Sequential"):
-        plain.fit(np.ones((2, 2)), np.ones((2, 2)), verbose=0, callbacks=[TemperatureScheduler(0.1)])
+    with pytest.raises(ValueError, match="Sequential has no such 'temperature'"):
+        plain.fit(np.ones((2, 2)), np.ones((2, 2)), verbose=0, callbacks=[ParamScheduler({"temperature": 0.1})])
     model, inputs = model_on_tokens()
-    with pytest.raises(ValueError, match=r"scl_weight.*\[0, 1\]. Received: scl_weight=1.5"):
-        model.fit(inputs, LABELS, verbose=0, callbacks=[SCLWeightScheduler(1.5)])
+    with pytest.raises(ValueError, match=r"scl_weight.*>= 0 and <= 1. Received: scl_weight=1.5"):
+        model.fit(inputs, LABELS, verbose=0, callbacks=[ParamScheduler({"scl_weight": 1.5})])
 
 
 # --- Embedding views ---------------------------------------------------------------

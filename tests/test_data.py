@@ -9,15 +9,15 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from keras_scl.data import TASKS
-from keras_scl.data import augmentation_for
-from keras_scl.data import few_shot_splits
-from keras_scl.data import flip_labels
-from keras_scl.data import load_task
-from keras_scl.data import read_rows
-from keras_scl.data import top_k
-from keras_scl.data.mini import CONFIGS
-from keras_scl.data.mini import read_split
+from keras_scl.experiments.data import TASKS
+from keras_scl.experiments.data import augmentation_for
+from keras_scl.experiments.data import few_shot_splits
+from keras_scl.experiments.data import flip_labels
+from keras_scl.experiments.data import load_task
+from keras_scl.experiments.data import read_rows
+from keras_scl.experiments.data import top_k
+from keras_scl.experiments.data.mini import CONFIGS
+from keras_scl.experiments.data.mini import read_split
 
 # An imbalanced evaluation split (60 % / 30 % / 10 %) and a training split.
 EVALUATION_LABELS = np.repeat([0, 1, 2], [600, 300, 100])
@@ -77,7 +77,7 @@ def test_subsets_are_the_same_in_a_fresh_process():
     # What "the same on every machine" needs: nothing depends on hash seeds or
     # process state, only on the seed words.
     code = (
-        "import numpy as np; from keras_scl.data import few_shot_splits;"
+        "import numpy as np; from keras_scl.experiments.data import few_shot_splits;"
         "s = few_shot_splits(np.tile([0, 1, 2, 2], 500), np.repeat([0, 1, 2], [600, 300, 100]), 20,"
         " validation_size=300, seed=3);"
         "print([s.test[:5].tolist(), s.validation[:5].tolist(), s.train[4].tolist()])"
@@ -219,7 +219,7 @@ def test_embedded_dataset_through_tfds_equals_the_files(tmp_path):
 def test_embedded_dataset_loads_without_tensorflow_datasets(tmp_path):
     code = (
         "import sys; sys.modules['tensorflow_datasets'] = None; sys.modules['tensorflow'] = None\n"
-        "from keras_scl.data import load_task\n"
+        "from keras_scl.experiments.data import load_task\n"
         "task = load_task('mini/films')\n"
         "print(len(task.train), len(task.evaluation), task.train.texts[0][0])\n"
     )
@@ -316,7 +316,7 @@ def test_protocol_on_a_glue_task(glue_data_dir):
 def test_label_names_follow_the_tfds_features(name, tmp_path):
     import tensorflow_datasets as tfds
 
-    import keras_scl.data.mini.builder  # noqa: F401
+    import keras_scl.experiments.data.mini.builder  # noqa: F401
 
     names = tfds.builder(TASKS[name].tfds_name, data_dir=str(tmp_path)).info.features["label"].names
     if name == "yelp2":  # Yelp's own class names: "1" the negative reviews, "2" the positive ones

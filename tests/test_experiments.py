@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_scl import encoders
-from keras_scl.data.mini import read_split
 from keras_scl.experiments import ExperimentConfig
+from keras_scl.experiments import encoders
 from keras_scl.experiments import read_runs
 from keras_scl.experiments import run_experiment
-from keras_scl.reports import markdown_table
-from keras_scl.reports import paired_p_value
-from keras_scl.reports import summarise
-from keras_scl.reports import write_reports
+from keras_scl.experiments.data.mini import read_split
+from keras_scl.experiments.reports import markdown_table
+from keras_scl.experiments.reports import paired_p_value
+from keras_scl.experiments.reports import summarise
+from keras_scl.experiments.reports import write_reports
 from keras_scl.views import plot_embeddings
 from keras_scl.views import silhouette
 
@@ -236,7 +236,7 @@ def test_a_hugging_face_roberta_checkpoint_folder(tmp_path):
     transformers = pytest.importorskip("transformers", reason="comes with the `minilm` extra")
     import torch
 
-    from keras_scl.offline import _byte_level_bpe
+    from keras_scl.experiments.offline import byte_level_bpe
 
     config = transformers.RobertaConfig(
         vocab_size=300,
@@ -254,7 +254,7 @@ def test_a_hugging_face_roberta_checkpoint_folder(tmp_path):
     with torch.no_grad():  # zero in real RoBERTa checkpoints; KerasHub's RoBERTa has no segment embedding
         reference.roberta.embeddings.token_type_embeddings.weight.zero_()
     reference.save_pretrained(tmp_path)
-    vocabulary, merges = _byte_level_bpe(["a fine film", "a dull film"] * 20, 300)
+    vocabulary, merges = byte_level_bpe(["a fine film", "a dull film"] * 20, 300)
     (tmp_path / "vocab.json").write_text(json.dumps(vocabulary))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 

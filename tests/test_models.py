@@ -13,7 +13,7 @@ import keras_scl
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl.batching import take
-from keras_scl.offline import tiny_roberta_classifier
+from keras_scl.experiments.offline import tiny_roberta_classifier
 
 TEXTS = [
     "a fine film with great acting",
@@ -354,7 +354,7 @@ def test_fit_reshuffles_in_memory_data_every_epoch():
 
     classifier = tiny_roberta_classifier(num_classes=2)
     model = SCLClassifier(classifier)
-    model.compile(optimizer="sgd", loss=recording_loss, run_eagerly=True)
+    model.compile(optimizer="sgd", loss={"embedding": recording_loss}, run_eagerly=True)
     texts = [f"sentence number {i}" for i in range(16)]
     labels = np.arange(16) % 2
     model.fit(texts, labels, batch_size=16, epochs=3, verbose=0)
@@ -420,7 +420,7 @@ def test_compile_binds_the_loss_temperature_to_a_variable_a_compiled_step_reads(
     for loss, temperature in ((first, 0.5), (second, 0.1)):
         expected = SupervisedContrastiveLoss(temperature=temperature)(LABELS, embedding)
         np.testing.assert_allclose(loss["scl_loss"], float(expected), rtol=1e-5)
-    assert model.get_compile_config()["loss"]["config"]["temperature"] == pytest.approx(0.1)
+    assert model.get_compile_config()["loss"]["embedding"]["config"]["temperature"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("temperature", [0.0, -1.0, "0.3"])
@@ -505,7 +505,7 @@ def test_memory_arguments_are_checked():
     with pytest.raises(ValueError, match="no memory"):
         _ = SCLClassifier(classifier).memory
     with pytest.raises(ValueError, match="needs a `keras_scl.SupervisedContrastiveLoss`"):
-        SCLClassifier(classifier, memory_size=4).compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
+        SCLClassifier(classifier, memory_size=4).compile(loss={"embedding": keras.losses.MeanSquaredError()})
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch modules only")

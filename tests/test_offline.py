@@ -6,9 +6,9 @@ import textwrap
 import keras
 import numpy as np
 
-from keras_scl.offline import byte_level_vocabulary
-from keras_scl.offline import roberta_tokenizer
-from keras_scl.offline import tiny_roberta_classifier
+from keras_scl.experiments.offline import byte_level_vocabulary
+from keras_scl.experiments.offline import roberta_tokenizer
+from keras_scl.experiments.offline import tiny_roberta_classifier
 
 
 def test_byte_vocabulary_covers_every_byte_once():
@@ -46,7 +46,7 @@ def test_training_on_token_ids_needs_no_tensorflow():
         sys.modules["tensorflow_datasets"] = None
         import numpy as np
         import keras_scl
-        from keras_scl.offline import tiny_roberta_classifier
+        from keras_scl.experiments.offline import tiny_roberta_classifier
         model = keras_scl.SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False))
         model.compile(optimizer="adam", metrics=["sparse_categorical_accuracy"])
         inputs = {"token_ids": np.ones((8, 64), "int32"), "padding_mask": np.ones((8, 64), bool)}

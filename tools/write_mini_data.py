@@ -1,4 +1,4 @@
-"""Write the embedded dataset `keras_scl_mini` (keras_scl/data/mini/*.jsonl).
+"""Write the embedded dataset `keras_scl_mini` (keras_scl/experiments/data/mini/*.jsonl).
 
 The sentences are composed from hand-written parts below with Python's
 `random.Random` (whose integer and choice streams are stable across Python

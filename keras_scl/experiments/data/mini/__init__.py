@@ -13,7 +13,7 @@ Sentences are composed from hand-written parts by `tools/write_mini_data.py`
 and shipped as JSON lines next to this file. `films` is the SST-2 stand-in,
 `shops` its transfer target (as Yelp-2 is for SST-2) and `nli` the
 sentence-pair (MNLI-like) task. The TFDS builder lives in
-`keras_scl.data.mini.builder`; `read_split` reads the same files without
+`keras_scl.experiments.data.mini.builder`; `read_split` reads the same files without
 TensorFlow.
 """
 

@@ -139,7 +139,7 @@ def _tfds_split(spec, split, data_dir):
     import tensorflow_datasets as tfds
 
     if spec.tfds_name.startswith("keras_scl_mini/"):
-        import keras_scl.data.mini.builder  # noqa: F401  (registers the builder)
+        import keras_scl.experiments.data.mini.builder  # noqa: F401  (registers the builder)
 
     # The whole split as one batch of NumPy arrays.
     columns = tfds.as_numpy(tfds.load(spec.tfds_name, split=split, data_dir=data_dir, batch_size=-1))
@@ -154,7 +154,7 @@ def _tfds_split(spec, split, data_dir):
 
 
 def _mini_split(spec, split):
-    from keras_scl.data.mini import read_split
+    from keras_scl.experiments.data.mini import read_split
 
     rows = read_split(spec.tfds_name.split("/")[1], split)
     texts = tuple(np.array([row[feature] for row in rows], dtype=object) for feature in spec.features)

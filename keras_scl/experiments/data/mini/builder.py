@@ -1,9 +1,9 @@
-"""The TFDS builder of `keras_scl_mini` (see `keras_scl.data.mini`).
+"""The TFDS builder of `keras_scl_mini` (see `keras_scl.experiments.data.mini`).
 
 Importing this module registers the dataset with TFDS:
 
     import tensorflow_datasets as tfds
-    import keras_scl.data.mini.builder  # noqa: F401
+    import keras_scl.experiments.data.mini.builder  # noqa: F401
 
     train = tfds.load("keras_scl_mini/films", split="train")
 
@@ -14,9 +14,9 @@ package.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_scl.data.mini import CONFIGS
-from keras_scl.data.mini import SPLITS
-from keras_scl.data.mini import read_split
+from keras_scl.experiments.data.mini import CONFIGS
+from keras_scl.experiments.data.mini import SPLITS
+from keras_scl.experiments.data.mini import read_split
 
 
 class KerasSclMini(tfds.core.GeneratorBasedBuilder):

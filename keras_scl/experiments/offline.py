@@ -57,11 +57,11 @@ def roberta_tokenizer(texts=None, vocabulary_size=1000):
     >>> tokenizer.id_to_token(int(tokenizer("a great film")[1]))
     'Ġgreat'
     """
-    vocabulary, merges = _byte_level_bpe(texts, vocabulary_size)
+    vocabulary, merges = byte_level_bpe(texts, vocabulary_size)
     return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
 
 
-def _byte_level_bpe(texts, vocabulary_size):
+def byte_level_bpe(texts, vocabulary_size):
     """`(vocabulary, merges)`: the fixed ones, or trained on `texts`."""
     if texts is None:
         return byte_level_vocabulary(), list(MERGES)
@@ -125,7 +125,7 @@ def tiny_roberta_classifier(
     >>> classifier.predict(["a fine film"], verbose=0).shape
     (1, 2)
     """
-    vocabulary, merges = _byte_level_bpe(texts, vocabulary_size)
+    vocabulary, merges = byte_level_bpe(texts, vocabulary_size)
     text_preprocessor = None
     if preprocessor:  # KerasHub's tokenizers need TensorFlow; token ids alone do not
         text_preprocessor = keras_hub.models.RobertaTextClassifierPreprocessor(
@@ -150,4 +150,4 @@ def tiny_roberta_classifier(
     )
 
 
-__all__ = ["byte_level_vocabulary", "roberta_tokenizer", "tiny_roberta_classifier"]
+__all__ = ["byte_level_bpe", "byte_level_vocabulary", "roberta_tokenizer", "tiny_roberta_classifier"]

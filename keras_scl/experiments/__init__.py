@@ -1,0 +1,22 @@
+"""The paper's experiment harness, apart from the library: tasks, protocol, runner, reports, encoders, data.
+
+Install it with the `experiments` extra (`pip install "keras-scl[experiments]"`:
+TensorFlow Datasets, SciPy, scikit-learn, matplotlib, tqdm, tokenizers);
+`examples/few_shot.py` is its command line.
+
+- `keras_scl.experiments.data`: tasks (GLUE and Yelp-2 through TFDS, the
+  embedded `keras_scl_mini`), the few-shot protocol, label noise.
+- `keras_scl.experiments.encoders`: text classifiers by name (presets,
+  local checkpoints, the embedded MiniLM, random RoBERTas).
+- `keras_scl.experiments.offline`: tiny classifiers that build offline.
+- `keras_scl.experiments.runner`: CE versus CE+SCL, resumable.
+- `keras_scl.experiments.reports`: the table, the CSV, the plots.
+"""
+
+from keras_scl.experiments.runner import LOSSES
+from keras_scl.experiments.runner import ExperimentConfig
+from keras_scl.experiments.runner import read_runs
+from keras_scl.experiments.runner import run_experiment
+from keras_scl.experiments.runner import run_key
+
+__all__ = ["LOSSES", "ExperimentConfig", "read_runs", "run_experiment", "run_key"]

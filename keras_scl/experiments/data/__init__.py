@@ -1,0 +1,32 @@
+"""Data for the paper's experiments: tasks, the few-shot protocol, the embedded dataset.
+
+TensorFlow Datasets is imported only when a task is loaded through it.
+"""
+
+from keras_scl.experiments.data.protocol import FewShotSplits
+from keras_scl.experiments.data.protocol import augmentation_for
+from keras_scl.experiments.data.protocol import few_shot_splits
+from keras_scl.experiments.data.protocol import flip_labels
+from keras_scl.experiments.data.protocol import read_rows
+from keras_scl.experiments.data.protocol import top_k
+from keras_scl.experiments.data.tasks import TASKS
+from keras_scl.experiments.data.tasks import Examples
+from keras_scl.experiments.data.tasks import Task
+from keras_scl.experiments.data.tasks import TaskSpec
+from keras_scl.experiments.data.tasks import load_task
+from keras_scl.experiments.data.tasks import task_spec
+
+__all__ = [
+    "TASKS",
+    "Examples",
+    "FewShotSplits",
+    "Task",
+    "TaskSpec",
+    "augmentation_for",
+    "few_shot_splits",
+    "flip_labels",
+    "load_task",
+    "read_rows",
+    "task_spec",
+    "top_k",
+]
