@@ -2,8 +2,8 @@
 
 - class-balanced batches (`ClassBalancedBatches`): every class of a batch
   appears at least `--examples-per-class` times, so every anchor has a positive;
-- a λ warm-up (`SCLWeightScheduler` + `LinearWarmup`) and a τ schedule
-  (`TemperatureScheduler` + `Cosine`), per step;
+- a λ warm-up and a τ schedule, per step (`ParamScheduler` with Keras'
+  `PolynomialDecay` and `CosineDecay`);
 - a labelled memory of the last `--memory-size` embeddings (`memory_size=`);
 - an embedding view every epoch (`EmbeddingView`): a PNG of held-out
   embeddings and their silhouette score in the history.
@@ -27,16 +27,15 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from keras.optimizers.schedules import CosineDecay  # noqa: E402
+from keras.optimizers.schedules import PolynomialDecay  # noqa: E402
 
 from keras_scl import SCLClassifier  # noqa: E402
 from keras_scl import SupervisedContrastiveLoss  # noqa: E402
 from keras_scl.batching import ClassBalancedBatches  # noqa: E402
 from keras_scl.batching import ShuffledBatches  # noqa: E402
-from keras_scl.callbacks import Cosine  # noqa: E402
 from keras_scl.callbacks import EmbeddingView  # noqa: E402
-from keras_scl.callbacks import LinearWarmup  # noqa: E402
-from keras_scl.callbacks import SCLWeightScheduler  # noqa: E402
-from keras_scl.callbacks import TemperatureScheduler  # noqa: E402
+from keras_scl.callbacks import ParamScheduler  # noqa: E402
 from keras_scl.experiments.data import few_shot_splits  # noqa: E402
 from keras_scl.experiments.data import load_task  # noqa: E402
 from keras_scl.experiments.encoders import text_classifier  # noqa: E402
@@ -102,8 +101,15 @@ def main(argv=None):
     )  # fmt: skip
     steps = len(batches) * args.epochs
     callbacks = [
-        SCLWeightScheduler(LinearWarmup(0.0, args.scl_weight, duration=max(1, steps // 2)), per="step"),
-        TemperatureScheduler(Cosine(*args.temperature, duration=steps), per="step"),
+        ParamScheduler(
+            {
+                # λ: a straight line from 0 over the first half, then held.
+                "scl_weight": PolynomialDecay(0.0, max(1, steps // 2), end_learning_rate=args.scl_weight, power=1.0),
+                # τ: half a cosine from START to END over the run.
+                "temperature": CosineDecay(args.temperature[0], steps, alpha=args.temperature[1] / args.temperature[0]),
+            },
+            per="step",
+        ),
         EmbeddingView(
             heldout.inputs(),
             heldout.labels,

@@ -1,5 +1,7 @@
 """SCLClassifier: fine-tune a KerasHub text classifier with (1 - λ)·CE + λ·SCL."""
 
+import os
+
 import keras
 import keras_hub
 import numpy as np
@@ -426,6 +428,7 @@ class SCLClassifier(keras_hub.models.Task):
         >>> type(model.classifier).__name__, model.scl_weight
         ('RobertaTextClassifier', 0.5)
         """
+        preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
         classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
         return cls(
             classifier,

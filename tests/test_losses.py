@@ -367,3 +367,119 @@ def test_memory_needs_both_parts_in_matching_shapes():
         supervised_contrastive_loss([0, 0], np.eye(2), memory_embeddings=np.ones((4, 3)), memory_labels=np.zeros(4))
     with pytest.raises(ValueError, match=r"one class id per memory entry.*memory_labels.shape=\(3,\)"):
         supervised_contrastive_loss([0, 0], np.eye(2), memory_embeddings=np.ones((4, 2)), memory_labels=np.zeros(3))
+
+
+# --- Issue 13: a learned τ, the loss's dtype, errors that name the bad value ----------
+def reference_temperature_gradient(labels, embeddings, temperature, step=1e-6):
+    upper = reference_mean(labels, embeddings, temperature + step)
+    lower = reference_mean(labels, embeddings, temperature - step)
+    return (upper - lower) / (2 * step)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.3, 1.0])
+@pytest.mark.parametrize("pattern", ["random", "pairs", "all_equal"])
+def test_temperature_gradient_matches_finite_differences(pattern, temperature):
+    """dL/dτ of a τ given as a tensor (a learned temperature), against central differences of the reference."""
+    labels, embeddings = make_batch(10, 6, pattern, seed=3)
+
+    def loss_of_temperature(tau):
+        return SupervisedContrastiveLoss(temperature=tau)(labels, embeddings)
+
+    value, gradient = value_and_gradient(loss_of_temperature, np.float32(temperature))
+    np.testing.assert_allclose(value, reference_mean(labels, embeddings, temperature), rtol=1e-5, atol=1e-6)
+    expected = reference_temperature_gradient(labels, embeddings, temperature)
+    np.testing.assert_allclose(gradient, expected, rtol=2e-3, atol=1e-5)
+
+
+def test_temperature_gradient_with_a_memory_matches_finite_differences():
+    labels, embeddings = make_batch(6, 4, "random", seed=4)
+    memory_labels = np.array([0, 1, 2, -1])
+    memory = np.random.default_rng(5).normal(size=(4, 4))
+
+    def loss_of_temperature(tau):
+        loss = SupervisedContrastiveLoss(temperature=tau)
+        return loss(labels, embeddings, memory_embeddings=memory, memory_labels=memory_labels)
+
+    def reference(tau):
+        losses, has_positive = reference_per_anchor(labels, embeddings, tau, (memory, memory_labels))
+        return losses[has_positive].sum() / max(has_positive.sum(), 1)
+
+    value, gradient = value_and_gradient(loss_of_temperature, np.float32(0.3))
+    np.testing.assert_allclose(value, reference(0.3), rtol=1e-5)
+    np.testing.assert_allclose(gradient, (reference(0.3 + 1e-6) - reference(0.3 - 1e-6)) / 2e-6, rtol=2e-3, atol=1e-5)
+
+
+class LearnedTemperature(keras.layers.Layer):
+    """Passes embeddings through; owns a trainable τ."""
+
+    def build(self, input_shape):
+        self.tau = self.add_weight(shape=(), initializer=keras.initializers.Constant(0.5), name="tau")
+
+    def call(self, x):
+        return x
+
+
+def test_a_trainable_temperature_variable_learns_with_its_true_gradient():
+    """A `keras.Variable` τ trained by `fit`: one SGD step moves it by lr · dL/dτ (not twice that)."""
+    labels, embeddings = make_batch(8, 5, "pairs", seed=6)
+    layer = LearnedTemperature()
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=SupervisedContrastiveLoss(temperature=layer.tau))
+    model.train_on_batch(embeddings, labels)
+    expected = 0.5 - 0.1 * reference_temperature_gradient(labels, embeddings, 0.5)
+    assert float(ops.convert_to_numpy(layer.tau)) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_the_result_takes_the_loss_dtype_and_is_computed_in_float32(dtype):
+    labels, embeddings = make_batch(8, 6, "random")
+    loss = SupervisedContrastiveLoss(temperature=0.05, dtype=dtype)
+    value = loss(labels, embeddings)
+    assert keras.backend.standardize_dtype(value.dtype) == dtype
+    exact = reference_mean(labels, embeddings.astype(np.float64), 0.05)
+    # The float32 result rounded once to the dtype: within half a unit in its last place.
+    np.testing.assert_allclose(
+        float(ops.convert_to_numpy(ops.cast(value, "float32"))),
+        exact,
+        rtol={"bfloat16": 2**-8, "float16": 2**-11, "float32": 1e-5}[dtype],
+    )
+    assert (
+        keras.backend.standardize_dtype(
+            SupervisedContrastiveLoss(reduction="none", dtype=dtype)(labels, embeddings).dtype
+        )
+        == dtype
+    )
+
+
+@pytest.mark.parametrize("temperature", ["0.3", None, [0.3], True])
+def test_non_numeric_temperature_is_rejected_by_name(temperature):
+    with pytest.raises(ValueError, match=r"`temperature` must be a number > 0. Received: temperature="):
+        SupervisedContrastiveLoss(temperature=temperature)
+    with pytest.raises(ValueError, match=r"`temperature` must be a number > 0"):
+        supervised_contrastive_loss(np.array([0, 1]), np.ones((2, 3)), temperature=temperature)
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array(["pos", "pos", "neg"]), ["pos", "pos", "neg"], np.array([b"a", b"a", b"b"])]
+)
+def test_text_labels_are_rejected_by_name(labels):
+    with pytest.raises(ValueError, match=r"`y_true` must hold integer class ids.*not text.*'pos'|`y_true`.*not text"):
+        SupervisedContrastiveLoss()(labels, np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("weights", [np.ones(4), np.ones((3, 2)), np.ones((3, 1, 1))])
+def test_sample_weights_that_do_not_match_the_batch_are_rejected(weights):
+    labels, embeddings = make_batch(3, 2, "random")
+    with pytest.raises(ValueError, match=r"`sample_weight` must .* Received: sample_weight.shape="):
+        SupervisedContrastiveLoss()(labels, embeddings, sample_weight=weights)
+
+
+def test_scalar_and_column_sample_weights_are_accepted():
+    labels, embeddings = make_batch(6, 3, "pairs")
+    plain = float(SupervisedContrastiveLoss(reduction="sum")(labels, embeddings))
+    assert float(SupervisedContrastiveLoss(reduction="sum")(labels, embeddings, sample_weight=2.0)) == pytest.approx(
+        2 * plain, rel=1e-6
+    )
+    column = SupervisedContrastiveLoss(reduction="sum")(labels, embeddings, sample_weight=np.full((6, 1), 3.0))
+    assert float(column) == pytest.approx(3 * plain, rel=1e-6)

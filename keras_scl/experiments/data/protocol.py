@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+__all__ = ["FewShotSplits", "augmentation_for", "few_shot_splits", "flip_labels", "read_rows", "top_k"]
+
 # Streams of draws, so that e.g. the test split does not move when N changes.
 _EVALUATION, _TRAIN, _NOISE = 0, 1, 2
 

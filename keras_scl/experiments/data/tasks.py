@@ -10,6 +10,8 @@ import dataclasses
 
 import numpy as np
 
+__all__ = ["TASKS", "Examples", "Task", "TaskSpec", "load_task", "task_spec"]
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:

@@ -20,6 +20,8 @@ TensorFlow.
 import json
 from pathlib import Path
 
+__all__ = ["CONFIGS", "DIRECTORY", "SPLITS", "read_split"]
+
 DIRECTORY = Path(__file__).resolve().parent
 CONFIGS = {
     "films": {"features": ("text",), "labels": ("negative", "positive")},

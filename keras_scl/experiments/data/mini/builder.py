@@ -18,6 +18,8 @@ from keras_scl.experiments.data.mini import CONFIGS
 from keras_scl.experiments.data.mini import SPLITS
 from keras_scl.experiments.data.mini import read_split
 
+__all__ = ["KerasSclMini"]
+
 
 class KerasSclMini(tfds.core.GeneratorBasedBuilder):
     """Film and shop review sentiment and everyday-scene NLI, written for keras_scl."""
