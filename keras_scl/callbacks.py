@@ -18,6 +18,7 @@ from keras_scl.validation import check_integer
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
 from keras_scl.views import plot_embeddings
+from keras_scl.views import require_plot_libraries
 from keras_scl.views import silhouette
 
 __all__ = ["EmbeddingView", "ParamScheduler"]
@@ -238,6 +239,7 @@ class EmbeddingView(keras.callbacks.Callback):
         super().__init__()
         check_integer("every", every, 1)
         check_one_of("method", method, ("pca", "tsne"))
+        require_plot_libraries("EmbeddingView")
         self.x = x
         self.labels = class_ids(y)
         self.directory = Path(directory)

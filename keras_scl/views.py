@@ -1,19 +1,34 @@
 """Views of an embedding space: 2-D projections, silhouette scores, PNG plots."""
 
+import importlib.util
+
 import numpy as np
 
-__all__ = ["plot_embeddings", "project_2d", "silhouette"]
+from keras_scl.validation import check_one_of
+
+__all__ = ["plot_embeddings", "project_2d", "require_plot_libraries", "silhouette"]
+
+PLOT_LIBRARIES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+
+def require_plot_libraries(user):
+    """Raises an ImportError naming the `plots` extra when scikit-learn or matplotlib is missing."""
+    missing = [package for module, package in PLOT_LIBRARIES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(
+            f"{user} needs {' and '.join(missing)}, which the library does not install by itself: "
+            'pip install "keras-scl[plots]"'
+        )
 
 
 def project_2d(embeddings, method="tsne", seed=0):
     """2-D coordinates of `embeddings` by t-SNE (scikit-learn) or PCA."""
+    check_one_of("method", method, ("tsne", "pca"))
     embeddings = np.asarray(embeddings, dtype=np.float64)
     if method == "pca":
         from sklearn.decomposition import PCA
 
         return PCA(n_components=2, random_state=seed).fit_transform(embeddings)
-    if method != "tsne":
-        raise ValueError(f"`method` must be 'tsne' or 'pca'. Received: method={method!r}")
     from sklearn.manifold import TSNE
 
     perplexity = min(30.0, (len(embeddings) - 1) / 3)

@@ -217,3 +217,13 @@ def test_embedding_view_checks_its_arguments_and_the_model(tmp_path):
     plain.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="needs a model with an `embed` method.*Sequential"):
         plain.fit(np.ones((2, 2)), np.ones((2, 2)), verbose=0, callbacks=[EmbeddingView(TEXTS, LABELS, tmp_path)])
+
+
+def test_embedding_view_names_the_plots_extra_when_its_libraries_are_missing(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    missing_sklearn = lambda name, *args: None if name == "sklearn" else find_spec(name, *args)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", missing_sklearn)
+    with pytest.raises(ImportError, match=r"EmbeddingView needs scikit-learn.*keras-scl\[plots\]"):
+        EmbeddingView(TEXTS, LABELS, "views")

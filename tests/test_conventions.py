@@ -184,3 +184,21 @@ def test_predict_checks_its_batch_size():
     model = model_on()
     with pytest.raises(ValueError, match="batch_size=0"):
         model.predict(TEXTS, batch_size=0)
+
+
+def test_class_weight_weighs_the_examples_as_the_same_sample_weights():
+    trained = []
+    for weights in ({"class_weight": {0: 0.5, 1: 2.0}}, {"sample_weight": np.where(LABELS == 1, 2.0, 0.5)}):
+        model = model_on()
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.fit(TEXTS, LABELS, batch_size=8, epochs=2, shuffle=False, verbose=0, **weights)
+        trained.append([ops.convert_to_numpy(weight) for weight in model.trainable_weights])
+    unweighted = model_on()
+    unweighted.compile(optimizer=keras.optimizers.SGD(0.1))
+    unweighted.fit(TEXTS, LABELS, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for by_class, by_example in zip(*trained, strict=True):
+        np.testing.assert_allclose(by_class, by_example, rtol=1e-5, atol=1e-7)
+    difference = max(
+        np.abs(a - ops.convert_to_numpy(b)).max() for a, b in zip(trained[0], unweighted.trainable_weights, strict=True)
+    )
+    assert difference > 1e-5  # the weights changed the updates

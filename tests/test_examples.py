@@ -32,6 +32,19 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert "| ce+scl |" in stdout
 
 
+def test_quickstart_takes_a_preset_folder(tmp_path):
+    from keras_scl.experiments.offline import tiny_roberta_classifier
+
+    tiny_roberta_classifier(num_classes=2, hidden_dim=16).save_to_preset(str(tmp_path / "preset"))
+    run_example(
+        "quickstart.py",
+        *("--preset", tmp_path / "preset", "--epochs", 1, "--train-size", 16, "--test-size", 16),
+        *("--output", tmp_path / "out"),
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["objective"] for row in results] == ["ce", "ce+scl"]
+
+
 def test_plugins_example_runs_end_to_end(tmp_path):
     stdout = run_example(
         "plugins.py",

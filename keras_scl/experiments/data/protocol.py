@@ -20,6 +20,9 @@ import math
 
 import numpy as np
 
+from keras_scl.validation import check_integer
+from keras_scl.validation import check_number
+
 __all__ = ["FewShotSplits", "augmentation_for", "few_shot_splits", "flip_labels", "read_rows", "top_k"]
 
 # Streams of draws, so that e.g. the test split does not move when N changes.
@@ -105,16 +108,15 @@ def few_shot_splits(
     """
     train_labels = np.asarray(train_labels)
     evaluation_labels = np.asarray(evaluation_labels)
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction}")
+    check_number("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
+    check_integer("n", n, 1)
+    check_integer("num_subsamples", num_subsamples, 1)
     test_size = math.floor(len(evaluation_labels) * test_fraction)
     if test_size + validation_size > len(evaluation_labels):
         raise ValueError(
             f"The evaluation split has {len(evaluation_labels)} examples: too few for a test set of {test_size} "
             f"(test_fraction={test_fraction}) and validation_size={validation_size}."
         )
-    if n < 1 or num_subsamples < 1:
-        raise ValueError(f"`n` and `num_subsamples` must be positive. Received: n={n}, num_subsamples={num_subsamples}")
 
     # Test and validation: each class's examples in a random order; test takes
     # its quota from the front, validation the next ones.
@@ -181,8 +183,7 @@ def flip_labels(labels, fraction, num_classes, seed=0):
     (3, True)
     """
     labels = np.asarray(labels, dtype=np.int64)
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"`fraction` must be in [0, 1]. Received: fraction={fraction}")
+    check_number("fraction", fraction, low=0, high=1)
     if num_classes < 2:
         raise ValueError(f"Flipping labels needs at least 2 classes. Received: num_classes={num_classes}")
     seed = list(np.atleast_1d(seed))
