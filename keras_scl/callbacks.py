@@ -27,14 +27,18 @@ UNITS = ("epoch", "step")
 
 
 class _Setting:
-    """One scheduled setting of a model: a settable attribute (`scl_weight`) or one of its variables, by path."""
+    """One scheduled setting of a model: a settable attribute (`scl_weight`) or one of its variables, by path.
+
+    `get` and `set` take the model from the callback's `self.model` each
+    time: on JAX that property first writes the state of the running epoch
+    back into the variables, so that an assignment is not overwritten later.
+    """
 
     def __init__(self, model, name):
         self.name = name
         attribute = getattr(type(model), name, None)
+        self._variable = None
         if isinstance(attribute, property) and attribute.fset is not None:
-            self._get = lambda: getattr(model, name)
-            self._set = lambda value: setattr(model, name, value)
             return
         matches = [variable for variable in model.variables if name in (variable.path, variable.name)]
         if len(matches) != 1 or len(matches[0].shape):
@@ -44,15 +48,18 @@ class _Setting:
                 f"keras_scl.SCLClassifier) or one scalar variable by its path; {type(model).__name__} has "
                 f"{'several' if matches else 'no'} such '{name}'. Scalar variables: {paths}"
             )
-        (variable,) = matches
-        self._get = lambda: float(keras.ops.convert_to_numpy(variable))
-        self._set = lambda value: variable.assign(value)
+        self._variable = matches[0]
 
-    def get(self):
-        return self._get()
+    def get(self, model):
+        if self._variable is None:
+            return getattr(model, self.name)
+        return float(keras.ops.convert_to_numpy(self._variable))
 
-    def set(self, value):
-        self._set(value)
+    def set(self, model, value):
+        if self._variable is None:
+            setattr(model, self.name, value)
+        else:
+            self._variable.assign(value)
 
 
 class ParamScheduler(keras.callbacks.Callback):
@@ -135,12 +142,12 @@ class ParamScheduler(keras.callbacks.Callback):
         for name, schedule in self.schedules.items():
             value = self._value(schedule, progress)
             if value != self._current[name]:  # assign only on change
-                self._settings[name].set(value)
+                self._settings[name].set(self.model, value)
                 self._current[name] = value
 
     def on_train_begin(self, logs=None):
         self._settings = {name: _Setting(self.model, name) for name in self.schedules}
-        self._initial = {name: setting.get() for name, setting in self._settings.items()}
+        self._initial = {name: setting.get(self.model) for name, setting in self._settings.items()}
         self._current = dict(self._initial)
         self._steps_per_epoch = self.params.get("steps") if self.params else None
         self._steps_taken = 0
@@ -172,7 +179,7 @@ class ParamScheduler(keras.callbacks.Callback):
     def _restore(self):
         for name, setting in self._settings.items():
             if self._current[name] != self._initial[name]:
-                setting.set(self._initial[name])
+                setting.set(self.model, self._initial[name])
                 self._current[name] = self._initial[name]
 
     def get_config(self):
