@@ -23,7 +23,10 @@ lr 1e-5.
     python examples/few_shot.py --tasks mini/shops --per-class --sizes 20 \\
         --init-from 'runs/films/models/mini-films_N600_s0_{loss}.keras'     # transfer
 
-Re-running with the same --output skips the runs already finished.
+Re-running with the same --output skips the runs already finished, and
+gives the same numbers as an uninterrupted run: every random draw of a run
+derives from --seed, the task, N and the subsample. Every argument is
+checked before anything loads or is written; an error names its flag.
 """
 
 import argparse
@@ -33,7 +36,9 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+from keras_scl.experiments import ConfigError  # noqa: E402
 from keras_scl.experiments import ExperimentConfig  # noqa: E402
+from keras_scl.experiments import FolderConflict  # noqa: E402
 from keras_scl.experiments import run_experiment  # noqa: E402
 from keras_scl.experiments.data import TASKS  # noqa: E402
 from keras_scl.experiments.reports import write_reports  # noqa: E402
@@ -62,7 +67,15 @@ PAPER = dict(
 )
 
 
-def parse_arguments(argv=None):
+# `ExperimentConfig` fields whose flag is not `--` + the field with dashes.
+FLAGS = {"num_subsamples": "--subsamples"}
+
+
+def flag(field):
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def argument_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--encoder",
@@ -93,18 +106,27 @@ def parse_arguments(argv=None):
     parser.add_argument("--projection", default="tsne", choices=["tsne", "pca"], help="for the embedding plots")
     parser.add_argument("--output", type=Path, default=Path("runs/few_shot"))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None):
-    arguments = vars(parse_arguments(argv))
+    parser = argument_parser()
+    arguments = vars(parser.parse_args(argv))
     output, projection, quiet = arguments.pop("output"), arguments.pop("projection"), arguments.pop("quiet")
     embedded = arguments["encoder"] in ("embedded", "minilm", "tiny") and not arguments["init_from"]
+    top_k_given = arguments["top_k"] is not None
     for name, value in (EMBEDDED if embedded else PAPER).items():
         if arguments[name] is None:
             arguments[name] = value
-    config = ExperimentConfig(**arguments)
-    runs = run_experiment(config, output, progress=not quiet)
+    if not top_k_given and isinstance(arguments["num_subsamples"], int):  # the default top k of fewer subsamples
+        arguments["top_k"] = max(1, min(arguments["top_k"], arguments["num_subsamples"]))
+    try:
+        config = ExperimentConfig(**arguments)
+        runs = run_experiment(config, output, progress=not quiet)
+    except ConfigError as error:
+        parser.error(f"argument {flag(error.field)}: {error}")
+    except FolderConflict as error:  # a folder in use, or one that holds other runs
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     table = write_reports(runs, output, k=config.top_k, method=projection)
     print(f"\n{runs[-1]['encoder']}, {len(runs)} runs\n")
     print(table)

@@ -31,6 +31,7 @@ TINY = dict(
     encoder="tiny",
     sizes=(4,),
     num_subsamples=2,
+    top_k=1,
     epochs=1,
     learning_rate=1e-3,
     sequence_length=32,
@@ -119,8 +120,10 @@ def test_interrupted_experiment_resumes_with_the_missing_runs_only(tmp_path, dat
     resumed = run_experiment(config, tmp_path, progress=False)
     assert (tmp_path / "runs.jsonl").read_text().splitlines()[:2] == lines[:2]
     assert [(run["subsample"], run["loss"]) for run in resumed] == [(0, "ce"), (0, "ce+scl"), (1, "ce"), (1, "ce+scl")]
-    # The same subsample and seed give the same run again.
-    assert resumed[2]["test_accuracy"] == runs[2]["test_accuracy"]
+    # The same subsample and seed give the same run again, in the same process after other runs too.
+    timings = ("train_seconds", "examples_per_second")
+    strip = [{key: value for key, value in run.items() if key not in timings} for run in (resumed[2], runs[2])]
+    assert strip[0] == strip[1]
     # A larger plan in the same folder only adds runs.
     grown = run_experiment(_config(data_dir, num_subsamples=3), tmp_path, progress=False)
     assert len(grown) == 6
@@ -184,7 +187,7 @@ def test_transfer_starts_from_the_saved_classifier_of_each_loss(tmp_path, data_d
 
 
 def test_config_rejects_unknown_losses():
-    with pytest.raises(ValueError, match="Unknown losses"):
+    with pytest.raises(ValueError, match=r"`losses` must be among \['ce', 'ce\+scl'\]. Received: losses=\['ce', 'scl'\]"):
         ExperimentConfig(losses=("ce", "scl"))
 
 

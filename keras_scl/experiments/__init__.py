@@ -9,14 +9,27 @@ TensorFlow Datasets, SciPy, scikit-learn, matplotlib, tqdm, tokenizers);
 - `keras_scl.experiments.encoders`: text classifiers by name (presets,
   local checkpoints, the embedded MiniLM, random RoBERTas).
 - `keras_scl.experiments.offline`: tiny classifiers that build offline.
-- `keras_scl.experiments.runner`: CE versus CE+SCL, resumable.
+- `keras_scl.experiments.settings`: `ExperimentConfig`, checked up front.
+- `keras_scl.experiments.runner`: CE versus CE+SCL, reproducible and resumable.
 - `keras_scl.experiments.reports`: the table, the CSV, the plots.
 """
 
-from keras_scl.experiments.runner import LOSSES
-from keras_scl.experiments.runner import ExperimentConfig
+from keras_scl.experiments.runner import FolderConflict
+from keras_scl.experiments.runner import derived_seed
 from keras_scl.experiments.runner import read_runs
 from keras_scl.experiments.runner import run_experiment
 from keras_scl.experiments.runner import run_key
+from keras_scl.experiments.settings import LOSSES
+from keras_scl.experiments.settings import ConfigError
+from keras_scl.experiments.settings import ExperimentConfig
 
-__all__ = ["LOSSES", "ExperimentConfig", "read_runs", "run_experiment", "run_key"]
+__all__ = [
+    "LOSSES",
+    "ConfigError",
+    "ExperimentConfig",
+    "FolderConflict",
+    "derived_seed",
+    "read_runs",
+    "run_experiment",
+    "run_key",
+]

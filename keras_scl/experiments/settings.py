@@ -1,0 +1,206 @@
+"""The settings of a few-shot experiment, checked as a whole before anything loads or runs.
+
+`ExperimentConfig` raises a `ConfigError` naming the field (the command
+line turns it into its flag) for any value a run would fail on, or record
+wrongly, later: an experiment never starts on settings it then refuses.
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+from keras_scl.experiments.data import TASKS
+from keras_scl.validation import check_integer
+from keras_scl.validation import check_number
+
+__all__ = ["LOSSES", "ConfigError", "ExperimentConfig"]
+
+LOSSES = ("ce", "ce+scl")
+NAMED_ENCODERS = ("embedded", "minilm", "tiny")
+
+
+class ConfigError(ValueError):
+    """A bad setting of an experiment; `field` names it (the `ExperimentConfig` attribute)."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+
+
+def _field(field, check, *args, **kwargs):
+    """Runs a validator of `keras_scl.validation` on `field`, as a `ConfigError` naming it."""
+
+    def run(config):
+        try:
+            check(field, getattr(config, field), *args, **kwargs)
+        except ValueError as error:
+            raise ConfigError(field, str(error)) from None
+
+    return run
+
+
+def _check_encoder(config):
+    encoder = config.encoder
+    if config.init_from:
+        return
+    if not isinstance(encoder, str) or not encoder:
+        raise ConfigError("encoder", f"`encoder` must be a name, a preset or a folder. Received: encoder={encoder!r}")
+    if encoder in NAMED_ENCODERS or encoder.startswith("random:") or "://" in encoder:
+        if encoder.startswith("random:"):
+            from keras_scl.experiments.encoders import RANDOM_ROBERTAS
+
+            if encoder.removeprefix("random:") not in RANDOM_ROBERTAS:
+                known = [f"random:{name}" for name in RANDOM_ROBERTAS]
+                raise ConfigError("encoder", f"Unknown random encoder {encoder!r}. Known: {known}")
+        return
+    looks_like_a_path = os.sep in encoder or encoder.startswith((".", "~"))
+    if looks_like_a_path or Path(encoder).exists():
+        if not Path(encoder).expanduser().is_dir():
+            raise ConfigError("encoder", f"`encoder` names a folder that does not exist: {encoder}")
+        return
+    import keras_hub
+
+    if encoder not in keras_hub.models.Backbone.presets:
+        raise ConfigError(
+            "encoder",
+            f"`encoder` {encoder!r} is none of {NAMED_ENCODERS}, 'random:...', an existing folder or a KerasHub "
+            "preset name (e.g. 'roberta_large_en').",
+        )
+
+
+def _check_names(config):
+    if not config.tasks:
+        raise ConfigError("tasks", "`tasks` must name at least one task.")
+    unknown = [task for task in config.tasks if task not in TASKS]
+    if unknown:
+        raise ConfigError("tasks", f"Unknown tasks {unknown}. Known: {list(TASKS)}")
+    if not config.sizes:
+        raise ConfigError("sizes", "`sizes` must hold at least one training-set size N.")
+    for size in config.sizes:
+        try:
+            check_integer("sizes", size, 1)
+        except ValueError as error:
+            raise ConfigError("sizes", str(error)) from None
+    if not config.losses or sorted(set(config.losses) - set(LOSSES)):
+        raise ConfigError("losses", f"`losses` must be among {list(LOSSES)}. Received: losses={list(config.losses)}")
+
+
+def _check_top_k(config):
+    if config.top_k > config.num_subsamples:
+        raise ConfigError(
+            "top_k",
+            f"`top_k` ({config.top_k}) cannot exceed the subsamples per cell (num_subsamples={config.num_subsamples}).",
+        )
+
+
+def _check_files(config):
+    if config.augmentation and not Path(config.augmentation).is_file():
+        raise ConfigError("augmentation", f"`augmentation` names no file: {config.augmentation}")
+    if config.init_from:
+        for loss in config.losses:
+            path = Path(config.init_from.format(loss=loss))
+            if not path.exists():
+                raise ConfigError("init_from", f"`init_from` names no saved model for the {loss} runs: {path}")
+
+
+def _check_dtype_policy(config):
+    if config.dtype_policy is None:
+        return
+    import keras
+
+    try:
+        keras.dtype_policies.get(config.dtype_policy)
+    except (ValueError, TypeError) as error:
+        message = f"`dtype_policy` {config.dtype_policy!r} is not a Keras dtype policy: {error}"
+        raise ConfigError("dtype_policy", message) from None
+
+
+_CHECKS = (
+    _check_encoder,
+    _check_names,
+    _field("num_subsamples", check_integer, 1),
+    _field("top_k", check_integer, 1),
+    _check_top_k,
+    _field("temperature", check_number, low=0, low_open=True),
+    _field("scl_weight", check_number, low=0, high=1),
+    _field("epochs", check_integer, 1),
+    _field("batch_size", check_integer, 1),
+    _field("learning_rate", check_number, low=0, low_open=True),
+    _field("weight_decay", check_number, low=0),
+    _field("sequence_length", check_integer, 2),
+    _field("validation_size", check_integer, 1),
+    _field("label_noise", check_number, low=0, high=1, high_open=True),
+    _field("seed", check_integer, 0),
+    _check_files,
+    _check_dtype_policy,
+)
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything that defines an experiment. Defaults follow the paper (Table 2).
+
+    Attributes:
+        tasks: Task names (keys of `keras_scl.experiments.data.TASKS`).
+        sizes: Training-set sizes N (per class with `per_class`).
+        num_subsamples: Training subsamples per (task, N).
+        top_k: Runs reported per (task, N, loss), best by validation accuracy.
+        losses: `"ce"` (λ = 0) and/or `"ce+scl"`.
+        temperature: τ of the SCL term.
+        scl_weight: λ of the SCL term in CE+SCL runs.
+        epochs: Training epochs per run.
+        batch_size: Training batch size.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        sequence_length: Tokens per example.
+        encoder: See `keras_scl.experiments.encoders.text_classifier`.
+        validation_size: Validation examples drawn from the evaluation split.
+        label_noise: Fraction of training labels flipped, per subsample.
+        augmentation: Path of an augmentation file (see
+            `keras_scl.experiments.data.augmentation_for`), or `None`.
+        per_class: Draw N examples per class (the transfer setting).
+        init_from: A saved classifier (`.keras`) to start from instead of
+            `encoder`, for transfer; `{loss}` in it is replaced by the run's
+            loss (`ce` or `ce+scl`). `None` for none.
+        dtype_policy: Keras dtype policy, e.g. `"mixed_bfloat16"`; `None`
+            keeps the global one.
+        seed: Seed of the protocol's draws and of every run.
+        data_dir: TFDS data directory.
+        save_models: Save each run's classifier (`models/*.keras`), e.g. as
+            a transfer source.
+    """
+
+    tasks: tuple = ("sst2", "qnli", "mnli")
+    sizes: tuple = (20, 100, 1000)
+    num_subsamples: int = 10
+    top_k: int = 3
+    losses: tuple = LOSSES
+    temperature: float = 0.3
+    scl_weight: float = 0.9
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    sequence_length: int = 128
+    encoder: str = "roberta_large_en"
+    validation_size: int = 500
+    label_noise: float = 0.0
+    augmentation: str = None
+    per_class: bool = False
+    init_from: str = None
+    dtype_policy: str = None
+    seed: int = 0
+    data_dir: str = None
+    save_models: bool = False
+
+    def __post_init__(self):
+        self.tasks, self.sizes, self.losses = tuple(self.tasks), tuple(self.sizes), tuple(self.losses)
+        for check in _CHECKS:
+            check(self)
+
+    # What a finished run depends on besides its key; the plan (tasks, sizes,
+    # subsamples, losses) may grow between resumed invocations.
+    PLAN_FIELDS = ("tasks", "sizes", "num_subsamples", "losses", "top_k", "data_dir", "save_models")
+
+    def defining(self):
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in self.PLAN_FIELDS}
