@@ -187,7 +187,8 @@ def test_transfer_starts_from_the_saved_classifier_of_each_loss(tmp_path, data_d
 
 
 def test_config_rejects_unknown_losses():
-    with pytest.raises(ValueError, match=r"`losses` must be among \['ce', 'ce\+scl'\]. Received: losses=\['ce', 'scl'\]"):
+    message = r"`losses` must be among \['ce', 'ce\+scl'\]. Received: losses=\['ce', 'scl'\]"
+    with pytest.raises(ValueError, match=message):
         ExperimentConfig(losses=("ce", "scl"))
 
 
