@@ -1,5 +1,6 @@
 """SCLClassifier: fine-tune a KerasHub text classifier with (1 - λ)·CE + λ·SCL."""
 
+import functools
 import os
 
 import keras
@@ -680,37 +681,28 @@ class SCLClassifier(keras_hub.models.Task):
         )
         try:
             if self._preprocessed_by_pipeline(x):
-                return super().fit(
-                    x,
-                    y,
-                    batch_size=batch_size,
-                    validation_split=validation_split,
-                    validation_data=validation_data,
-                    shuffle=shuffle,
-                    sample_weight=sample_weight,
-                    validation_batch_size=validation_batch_size,
-                    **arguments,
-                )
-            validation_data = self._prepared_validation_data(validation_data)
-            in_memory = isinstance(x, InMemoryBatches) or _is_in_memory(x)
-            x = self._prepared_inputs(x)
-            if in_memory and not isinstance(x, InMemoryBatches):
-                if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
-                    start = num_examples(x) - int(num_examples(x) * validation_split)
-                    validation_data = tuple(
-                        take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
-                    )
-                    x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
-                x = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
-                y = sample_weight = None
-                validation_batch_size = validation_batch_size or batch_size
-                batch_size, validation_split = None, 0.0
-            if in_memory:
-                # `x` already shuffles its batches: Keras would also permute their order.
-                shuffle = False
-            # Straight to `keras.Model.fit`: nothing is left for KerasHub's pipeline to preprocess.
-            return keras.Model.fit(
-                self,
+                trainer_fit = super().fit
+            else:
+                # Straight to `keras.Model.fit`: nothing is left for KerasHub's pipeline to preprocess.
+                trainer_fit = functools.partial(keras.Model.fit, self)
+                validation_data = self._prepared_validation_data(validation_data)
+                in_memory = isinstance(x, InMemoryBatches) or _is_in_memory(x)
+                x = self._prepared_inputs(x)
+                if in_memory and not isinstance(x, InMemoryBatches):
+                    if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
+                        start = num_examples(x) - int(num_examples(x) * validation_split)
+                        validation_data = tuple(
+                            take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+                        )
+                        x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
+                    x = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
+                    y = sample_weight = None
+                    validation_batch_size = validation_batch_size or batch_size
+                    batch_size, validation_split = None, 0.0
+                if in_memory:
+                    # `x` already shuffles its batches: Keras would also permute their order.
+                    shuffle = False
+            return trainer_fit(
                 x,
                 y,
                 batch_size=batch_size,
