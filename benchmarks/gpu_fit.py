@@ -15,6 +15,9 @@ the anchor), CE + SCL with λ = 0.9 and τ = 0.3, AdamW:
   what SCL adds to a step;
 - `fit keras`: `SCLClassifier.fit` with Keras' own train step
   (`compile(fast_step=False)`);
+- `fit fast_keras_blocks` (only when asked for): the fast step with each
+  transformer block computed by Keras' sublayers (attention still fused),
+  to show what running a block as one torch function buys;
 - `fit fast_compiled` (only when asked for, `--variants fast_compiled`):
   the fast step with `jit_compile=True`, its forward pass and loss under
   `torch.compile`; the warm-up column shows what compiling costs.
@@ -25,7 +28,10 @@ memory; host-device synchronisations per warm step (`count_syncs.py`).
 Prints a table with the ratio of each row to the anchor's eager and compiled
 throughput, and the run's duration (meant to stay under 6 minutes on one
 H200). `--sizes deep_narrow --device cpu --dtype float32` gives a CPU
-comparison on a 12-layer, 128-wide RoBERTa.
+comparison on a 12-layer, 128-wide RoBERTa; `--sizes host_bound --device cpu
+--dtype float32 --batch-sizes 4 --sequence-length 8` times what the host
+does to issue a step of RoBERTa-large's structure (24 blocks, 16 heads,
+width 64), the CPU proxy for whether a GPU step waits on Python.
 """
 
 import argparse
@@ -54,6 +60,9 @@ from keras_scl.batching import ShuffledBatches  # noqa: E402
 # Keras' names for the shapes of hf_anchor.SIZES (hidden size, layers, heads, feed-forward width).
 SIZES = {
     "deep_narrow": {"hidden_dim": 128, "num_layers": 12, "num_heads": 2, "intermediate_dim": 512},
+    # RoBERTa-large's structure (24 blocks, 16 heads) with almost no arithmetic: on the CPU, with a
+    # short sequence and a small batch, its step time is the host's work of issuing the step.
+    "host_bound": {"hidden_dim": 64, "num_layers": 24, "num_heads": 16, "intermediate_dim": 64},
     "roberta_base": {"hidden_dim": 768, "num_layers": 12, "num_heads": 12, "intermediate_dim": 3072},
     "roberta_large": {"hidden_dim": 1024, "num_layers": 24, "num_heads": 16, "intermediate_dim": 4096},
 }
@@ -64,16 +73,16 @@ def load_anchor(path):
     spec = importlib.util.spec_from_file_location("hf_anchor", path)
     anchor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(anchor)
-    shape = SIZES["deep_narrow"]
-    anchor.SIZES.setdefault(
-        "deep_narrow",
-        dict(
-            hidden_size=shape["hidden_dim"],
-            num_hidden_layers=shape["num_layers"],
-            num_attention_heads=shape["num_heads"],
-            intermediate_size=shape["intermediate_dim"],
-        ),
-    )
+    for name, shape in SIZES.items():  # the shapes only this script has, in the anchor's names
+        anchor.SIZES.setdefault(
+            name,
+            dict(
+                hidden_size=shape["hidden_dim"],
+                num_hidden_layers=shape["num_layers"],
+                num_attention_heads=shape["num_heads"],
+                intermediate_size=shape["intermediate_dim"],
+            ),
+        )
     return anchor
 
 
@@ -124,6 +133,10 @@ def measure_fit(model, variant, batch_size, args):
         fast_step=variant != "keras",
         jit_compile=variant == "fast_compiled",
     )
+    if variant == "fast_keras_blocks":  # the fast step, but each transformer block through Keras' sublayers
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras_hub.layers.TransformerEncoder):
+                vars(layer).pop("call", None)
     free_memory()
     timed = batches(batch_size, args.steps, args.sequence_length)
     start = time.perf_counter()
@@ -177,7 +190,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["roberta_base", "roberta_large"], choices=list(SIZES))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--sequence-length", type=int, default=128)
-    variants = ["fast", "fast_ce", "keras", "fast_compiled"]
+    variants = ["fast", "fast_ce", "keras", "fast_keras_blocks", "fast_compiled"]
     parser.add_argument("--variants", nargs="+", default=variants[:3], choices=variants)
     parser.add_argument("--anchor-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--warmup", type=int, default=3)

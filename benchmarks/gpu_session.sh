@@ -29,5 +29,5 @@ section machine 30 bash -c 'nvidia-smi; python3 -c "import torch, transformers; 
 section count_syncs 150 python3 benchmarks/count_syncs.py
 section gpu_fit 420 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --output "$OUT/gpu_fit.json"
 section gpu_fit_compiled 300 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --sizes roberta_large \
-    --batch-sizes 64 --variants fast_compiled --anchor-modes --output "$OUT/gpu_fit_compiled.json"
+    --batch-sizes 64 --variants fast_keras_blocks fast_compiled --anchor-modes --output "$OUT/gpu_fit_compiled.json"
 section loss_vs_peers 150 python3 benchmarks/loss_vs_peers.py --device cuda --batch-sizes 64 1024 16384 --dims 1024

@@ -474,9 +474,10 @@ class SCLClassifier(keras_hub.models.Task):
                 keras_scl's own training step (`keras_scl.torch_step`): the
                 same computation as Keras' `train_step`, with no host-device
                 synchronisation in a step, attention through torch's fused
-                kernel (dropout included) and Adam/AdamW in torch's fused
-                kernel on the Keras optimizer's own state. `False` trains
-                with Keras' own step and attention. No effect on JAX and
+                kernel (dropout included), each KerasHub transformer block as
+                one torch function, and Adam/AdamW in torch's fused kernel on
+                the Keras optimizer's own state. `False` trains with Keras'
+                own step, attention and blocks. No effect on JAX and
                 TensorFlow, whose steps XLA compiles. With `jit_compile=True`
                 the step compiles its forward pass and loss with
                 `torch.compile` (minutes at the first step of a large model;

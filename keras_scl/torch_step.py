@@ -11,6 +11,10 @@ queue. This step does the same work with none of them:
 - attention runs in `torch.nn.functional.scaled_dot_product_attention`,
   dropout included (Keras' `MultiHeadAttention` builds the full score matrix
   whenever its dropout is on);
+- each KerasHub `TransformerEncoder` block runs as one torch function on
+  its own variables (see `use_fused_attention`): Keras' eleven sublayer
+  calls per block cost the host more time than the GPU needs for the
+  block's kernels;
 - Adam and AdamW update in torch's fused kernel, on the Keras optimizer's
   own variables (see `FusedAdamUpdate`): its learning rate or schedule,
   weight decay and exclusions, clipping, `iterations` and saved state all
@@ -20,7 +24,7 @@ queue. This step does the same work with none of them:
 
 Everything else is Keras' `fit` as it is: callbacks, validation, the
 progress bar, `train_on_batch`. `SCLClassifier.compile(fast_step=False)`
-switches back to Keras' own step.
+switches back to Keras' own step, attention and blocks.
 
 This module imports torch: only the torch backend loads it.
 """
@@ -29,6 +33,7 @@ import functools
 import math
 
 import keras
+import keras_hub
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -45,7 +50,28 @@ __all__ = [
     "use_keras_attention",
 ]
 
-# --- Attention -----------------------------------------------------------------
+# --- Attention and transformer blocks -----------------------------------------------
+
+
+def _sdpa(query, key, value, mask, dropout, scale, causal=False):
+    """Attention over `(batch, tokens, heads, dim)` inputs (Keras' layout) in torch's fused kernel.
+
+    `mask`: `True` where a query may attend to a key, of shape `(batch, keys)`
+    broadcast to every query, `(batch, queries, keys)`, or `None`.
+    """
+    if mask is not None:
+        mask = mask.bool()
+        mask = mask[:, None] if mask.ndim == 3 else mask[:, None, None]  # the same for every head
+    output = F.scaled_dot_product_attention(
+        query.transpose(1, 2),  # (batch, heads, tokens, dim), torch's layout
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        attn_mask=mask,
+        dropout_p=dropout,
+        is_causal=causal,
+        scale=scale,
+    )
+    return output.transpose(1, 2)
 
 
 def _sdpa_attention(layer):
@@ -67,21 +93,11 @@ def _sdpa_attention(layer):
                 layer, query, key, value, attention_mask, training, return_attention_scores, use_causal_mask
             )
         mask = attention_mask
-        if mask is not None:
-            mask = mask.bool()
-            if mask.ndim == 3:  # (batch, queries, keys): the same for every head
-                mask = mask[:, None]
-        # (batch, tokens, heads, dim) in Keras' layout, (batch, heads, tokens, dim) in torch's.
-        output = F.scaled_dot_product_attention(
-            query.transpose(1, 2),
-            key.transpose(1, 2),
-            value.transpose(1, 2),
-            attn_mask=mask,
-            dropout_p=layer.dropout if training else 0.0,
-            is_causal=bool(use_causal_mask and mask is None),
-            scale=scale,
-        )
-        return output.transpose(1, 2), None
+        if mask is not None and mask.ndim == 2:  # (queries, keys): Keras broadcasts it over the batch
+            mask = mask[None]
+        causal = bool(use_causal_mask and mask is None)
+        dropout = layer.dropout if training else 0.0
+        return _sdpa(query, key, value, mask, dropout, scale, causal), None
 
     return compute_attention
 
@@ -91,21 +107,165 @@ def _attention_layers(model):
     return [layer for layer in model._flatten_layers() if type(layer) is keras.layers.MultiHeadAttention]
 
 
-def use_fused_attention(model):
-    """Routes every `keras.layers.MultiHeadAttention` in `model` through torch's fused attention.
+def _plain_dense(layer, equation=None):
+    """Whether a `Dense` / `EinsumDense` computes `x @ kernel + bias` on its last axes and nothing else."""
+    return (
+        type(layer) is (keras.layers.Dense if equation is None else keras.layers.EinsumDense)
+        and getattr(layer, "equation", None) == equation
+        and layer.bias is not None
+        and layer.quantization_mode is None
+        and not layer.lora_enabled
+    )
 
-    The layers keep their weights, configuration and dropout; only how
-    attention is computed changes (and the attention scores, when a caller
-    asks for them, still come from Keras' own computation).
+
+def _fusable_encoder(layer):
+    """Whether `_fused_encoder_call` computes exactly what `layer.call` does (a KerasHub BERT/RoBERTa block)."""
+    if type(layer) is not keras_hub.layers.TransformerEncoder or not layer.built:
+        return False
+    attention = layer._self_attention_layer
+    dropouts = [layer._self_attention_dropout, layer._feedforward_dropout]
+    norms = [layer._self_attention_layer_norm, layer._feedforward_layer_norm]
+    return (
+        type(attention) is keras.layers.MultiHeadAttention
+        and tuple(attention.attention_axes) == (1,)
+        and attention._output_shape is None
+        and all(_plain_dense(d, "abc,cde->abde") for d in (attention._query_dense, attention._key_dense))
+        and _plain_dense(attention._value_dense, "abc,cde->abde")
+        and _plain_dense(attention._output_dense, "abcd,cde->abe")
+        and all(d.activation is keras.activations.linear for d in (attention._query_dense, attention._output_dense))
+        and _plain_dense(layer._feedforward_intermediate_dense)
+        and _plain_dense(layer._feedforward_output_dense)
+        and layer._feedforward_output_dense.activation is keras.activations.linear
+        and all(type(d) is keras.layers.Dropout and d.noise_shape is None for d in dropouts)
+        # Unseeded Keras dropout on torch is `F.dropout` on torch's global generator, as here
+        # (a rate of 0 has no generator).
+        and all(getattr(d, "seed_generator", None) is None or d.seed_generator._initial_seed is None for d in dropouts)
+        and all(
+            type(n) is keras.layers.LayerNormalization
+            and n.axis in (-1, [-1])
+            and n.center
+            and n.scale
+            and not n.rms_scaling
+            for n in norms
+        )
+    )
+
+
+def _fused_encoder_call(layer):
+    """`layer.call` for a KerasHub `TransformerEncoder`, in torch operations on the layer's own variables.
+
+    The same computation, operation for operation, as the block's Keras
+    sublayers (attention in the fused kernel, as `_sdpa_attention`), but
+    without their eleven `Layer.__call__`s per block: on a GPU the host has
+    to issue a step's kernels faster than the device runs them, and Keras'
+    per-call bookkeeping (signature binding, name scopes, masks, dtype
+    checks) made the host, not the device, the bound. Mixed precision as in
+    Keras: dense kernels and biases cast to the compute dtype, layer norms
+    in float32 on float32 weights (Keras runs them without autocast).
+
+    The weights are the variables' torch parameters, looked up once, as
+    Keras' own torch layers keep them (`assign` copies into them in place).
+    """
+    keras_call = type(layer).call
+    attention = layer._self_attention_layer
+    heads, key_dim = attention.num_heads, attention.key_dim
+    scale = 1.0 / math.sqrt(float(key_dim))
+    attention_dropout, feedforward_dropout = layer._self_attention_dropout, layer._feedforward_dropout
+    compute_dtype = getattr(torch, keras.backend.standardize_dtype(layer.compute_dtype))
+
+    def dense(sublayer):
+        return sublayer.kernel.value, sublayer.bias.value, sublayer.activation
+
+    query_weights, key_weights, value_weights, output_weights, up_weights, down_weights = (
+        dense(attention._query_dense),
+        dense(attention._key_dense),
+        dense(attention._value_dense),
+        dense(attention._output_dense),
+        dense(layer._feedforward_intermediate_dense),
+        dense(layer._feedforward_output_dense),
+    )
+    attention_norm, feedforward_norm = (
+        (norm.gamma.value, norm.beta.value, float(norm.epsilon))
+        for norm in (layer._self_attention_layer_norm, layer._feedforward_layer_norm)
+    )
+
+    def linear(x, weights):
+        kernel, bias, activation = weights
+        if kernel.dtype != compute_dtype:
+            kernel, bias = kernel.to(compute_dtype), bias.to(compute_dtype)
+        x = F.linear(x, kernel.reshape(x.shape[-1], -1).t(), bias.reshape(-1))
+        return x if activation is keras.activations.linear else activation(x)
+
+    def layer_norm(x, weights):
+        gamma, beta, epsilon = weights
+        return F.layer_norm(x.float(), gamma.shape, gamma, beta, epsilon).to(x.dtype)
+
+    def dropout(x, rate):
+        return F.dropout(x, rate, training=True) if rate else x
+
+    def call(inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
+        if return_attention_scores or getattr(inputs, "_keras_mask", None) is not None:
+            return keras_call(layer, inputs, padding_mask, attention_mask, training, return_attention_scores)
+        batch, tokens, width = inputs.shape
+        mask = None if padding_mask is None else padding_mask.bool()
+        if attention_mask is not None:  # (batch, queries, keys), and the padding of the keys
+            mask = attention_mask.bool() if mask is None else attention_mask.bool() & mask[:, None]
+        attention_rate, attention_output_rate, feedforward_rate = (
+            (attention.dropout, attention_dropout.rate, feedforward_dropout.rate) if training else (0.0, 0.0, 0.0)
+        )
+
+        x = inputs
+        if layer.normalize_first:
+            x = layer_norm(x, attention_norm)
+        query, key, value = (
+            linear(x, weights).view(batch, tokens, heads, key_dim)
+            for weights in (query_weights, key_weights, value_weights)
+        )
+        x = _sdpa(query, key, value, mask, attention_rate, scale)
+        x = linear(x.reshape(batch, tokens, heads * key_dim), output_weights)
+        x = dropout(x, attention_output_rate) + inputs
+        if not layer.normalize_first:
+            x = layer_norm(x, attention_norm)
+
+        residual = x
+        if layer.normalize_first:
+            x = layer_norm(x, feedforward_norm)
+        x = dropout(linear(linear(x, up_weights), down_weights), feedforward_rate) + residual
+        if not layer.normalize_first:
+            x = layer_norm(x, feedforward_norm)
+        return x
+
+    return call
+
+
+def _encoder_layers(model):
+    return [layer for layer in model._flatten_layers() if type(layer) is keras_hub.layers.TransformerEncoder]
+
+
+def use_fused_attention(model):
+    """Routes `model`'s attention and KerasHub transformer blocks through torch's fused kernels.
+
+    Every `keras.layers.MultiHeadAttention` computes attention in
+    `torch.nn.functional.scaled_dot_product_attention`, dropout included,
+    and every KerasHub `TransformerEncoder` whose sublayers are the standard
+    ones (BERT, RoBERTa and their kin) runs as one torch function. The
+    layers keep their weights, configuration and dropout; only how they
+    compute changes (attention scores, when a caller asks for them, still
+    come from Keras' own computation).
     """
     for layer in _attention_layers(model):
         layer._compute_attention = _sdpa_attention(layer)
+    for layer in _encoder_layers(model):
+        if _fusable_encoder(layer):
+            layer.call = _fused_encoder_call(layer)
 
 
 def use_keras_attention(model):
     """Undoes `use_fused_attention`."""
     for layer in _attention_layers(model):
         vars(layer).pop("_compute_attention", None)
+    for layer in _encoder_layers(model):
+        vars(layer).pop("call", None)
 
 
 # --- Inputs ----------------------------------------------------------------------

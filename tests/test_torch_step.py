@@ -1,6 +1,7 @@
 """The torch training step (`keras_scl.torch_step`): the same numbers as Keras' own step, without host syncs."""
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 from keras import ops
@@ -321,6 +322,102 @@ def test_a_roberta_with_dropout_gives_the_same_training_losses_in_distribution()
     fused_losses = losses()
     assert fused_losses.std() > 0.01
     assert_same_distribution(fused_losses, keras_losses)
+
+
+# --- KerasHub transformer blocks as one torch function ----------------------------------
+def encoder_model(normalize_first, dropout=0.0, with_attention_mask=False):
+    """A model around one KerasHub `TransformerEncoder`, and inputs with padding of several lengths."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 16))
+    padding = keras.Input((6,), dtype="bool")
+    mask = keras.Input((6, 6), dtype="bool")
+    layer = keras_hub.layers.TransformerEncoder(32, 4, dropout=dropout, normalize_first=normalize_first)
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(3, 6, 16)).astype("float32"), np.arange(6)[None] < np.array([[2], [6], [4]])]
+    if not with_attention_mask:
+        return keras.Model([x, padding], layer(x, padding_mask=padding)), layer, inputs
+    inputs.append(np.tril(np.ones((3, 6, 6), bool)))  # causal: with the padding, every query keeps a key
+    model = keras.Model([x, padding, mask], layer(x, padding_mask=padding, attention_mask=mask))
+    return model, layer, inputs
+
+
+def outputs_and_gradients(model, inputs):
+    """The outputs, and the gradients of a fixed function of them for every weight and the inputs."""
+    x = torch.tensor(inputs[0], requires_grad=True)
+    out = model([x, *(torch.tensor(mask) for mask in inputs[1:])], training=False)
+    (out * torch.linspace(-1, 1, out.shape[-1])).square().sum().backward()
+    grads = [ops.convert_to_numpy(v.value.grad) for v in model.trainable_variables]
+    for variable in model.trainable_variables:
+        variable.value.grad = None
+    return [ops.convert_to_numpy(out), ops.convert_to_numpy(x.grad), *grads]
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+@pytest.mark.parametrize("with_attention_mask", [False, True])
+def test_fused_transformer_block_computes_what_keras_sublayers_compute(normalize_first, with_attention_mask):
+    model, layer, inputs = encoder_model(normalize_first, with_attention_mask=with_attention_mask)
+    expected = outputs_and_gradients(model, inputs)
+    torch_step.use_fused_attention(model)
+    assert "call" in vars(layer)
+    for got, want in zip(outputs_and_gradients(model, inputs), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    torch_step.use_keras_attention(model)
+    assert "call" not in vars(layer)
+
+
+def test_fused_transformer_block_in_mixed_precision_stays_within_half_precision():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model, layer, inputs = encoder_model(normalize_first=False)
+        expected = ops.convert_to_numpy(ops.cast(model(inputs), "float32"))
+        torch_step.use_fused_attention(model)
+        assert "call" in vars(layer)
+        got = ops.convert_to_numpy(ops.cast(model(inputs), "float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    # bfloat16 keeps 8 bits: a few units in the last place of outputs of size ~3, rounded in another order.
+    np.testing.assert_allclose(got, expected, atol=0.07)
+    assert np.abs(got - expected).mean() < 0.01
+
+
+def test_fused_transformer_block_drops_out_as_keras_sublayers_do():
+    model, _, inputs = encoder_model(normalize_first=False, dropout=0.3)
+    keras_samples = output_samples(model, inputs)
+    torch_step.use_fused_attention(model)
+    fused_samples = output_samples(model, inputs)
+    assert fused_samples.std(axis=0).mean() > 0.01  # dropout is on
+    assert_same_distribution(fused_samples, keras_samples)
+
+
+def test_blocks_the_fused_function_does_not_cover_keep_keras_computation():
+    model, layer, inputs = encoder_model(normalize_first=False)
+    expected = ops.convert_to_numpy(model(inputs))
+    layer._feedforward_intermediate_dense.enable_lora(2)  # the kernel becomes kernel + A·B: Keras' call
+    torch_step.use_fused_attention(model)
+    assert "call" not in vars(layer)
+    # Attention alone still goes through the fused kernel, and LoRA starts at zero: the same outputs.
+    assert "_compute_attention" in vars(layer._self_attention_layer)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(inputs)), expected, rtol=1e-5, atol=1e-6)
+
+    fused, fused_layer, _ = encoder_model(normalize_first=False)
+    torch_step.use_fused_attention(fused)
+    x, padding = inputs
+    out, scores = fused_layer(ops.convert_to_tensor(x), padding_mask=padding, return_attention_scores=True)
+    assert tuple(scores.shape) == (3, 4, 6, 6)  # scores, when asked for, come from Keras' computation
+
+
+def test_every_block_of_keras_hub_bert_and_roberta_classifiers_is_fused():
+    roberta = SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False))
+    bert_backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32
+    )
+    bert = SCLClassifier(keras_hub.models.BertTextClassifier(bert_backbone, num_classes=2, preprocessor=None))
+    for model in (roberta, bert):
+        model.compile()
+        blocks = [layer for layer in model._flatten_layers() if isinstance(layer, keras_hub.layers.TransformerEncoder)]
+        assert blocks and all("call" in vars(layer) for layer in blocks)
+        model.compile(fast_step=False)
+        assert all("call" not in vars(layer) for layer in blocks)
 
 
 # --- The switch ----------------------------------------------------------------------
