@@ -125,7 +125,8 @@ def batches(batch_size, steps, sequence_length, seed=0):
 
 def measure_fit(model, variant, batch_size, args):
     """examples/s, peak GiB and syncs per step of `model.fit` in one variant."""
-    loss = no_contrastive_loss if variant == "fast_ce" else keras_scl.SupervisedContrastiveLoss(temperature=0.3)
+    contrastive = no_contrastive_loss if variant == "fast_ce" else keras_scl.SupervisedContrastiveLoss(temperature=0.3)
+    loss = {"logits": "auto", "embedding": contrastive}
     model.scl_weight = 0.0 if variant == "fast_ce" else 0.9
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-5),
@@ -200,7 +201,7 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    anchor = load_anchor(args.anchor)
+    anchor = load_anchor(args.anchor) if args.anchor_modes else None
 
     started = time.perf_counter()
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"

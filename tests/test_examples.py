@@ -62,3 +62,19 @@ def test_plugins_example_runs_end_to_end(tmp_path):
         "embeddings_epoch_002.png",
     ]
     assert "Anchors with a positive in the last epoch: 100%" in stdout
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the GPU benchmark measures the torch step")
+def test_gpu_benchmark_runs_every_fit_variant_on_the_cpu(tmp_path):
+    """The GPU run is one prepared shot: a row that fails there is lost, so every variant runs here first."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_fit.py"
+    variants = ["fast", "fast_ce", "keras", "fast_keras_blocks"]
+    command = [sys.executable, str(script), "--sizes", "host_bound", "--device", "cpu", "--dtype", "float32"]
+    command += ["--batch-sizes", "2", "--sequence-length", "8", "--warmup", "1", "--steps", "2", "--rounds", "1"]
+    command += ["--anchor-modes", "--output", str(tmp_path / "fit.json"), "--variants", *variants]
+    result = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "failed" not in result.stdout, result.stdout
+    (measured,) = [entry for entry in json.loads((tmp_path / "fit.json").read_text())["results"] if "rows" in entry]
+    assert [row["impl"] for row in measured["rows"]] == [f"fit_{variant}" for variant in variants]
+    assert all(row["examples_per_second"] > 0 for row in measured["rows"])
