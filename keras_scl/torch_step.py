@@ -125,14 +125,14 @@ def _fusable_encoder(layer):
     attention = layer._self_attention_layer
     dropouts = [layer._self_attention_dropout, layer._feedforward_dropout]
     norms = [layer._self_attention_layer_norm, layer._feedforward_layer_norm]
+    projections = [attention._query_dense, attention._key_dense, attention._value_dense, attention._output_dense]
     return (
         type(attention) is keras.layers.MultiHeadAttention
         and tuple(attention.attention_axes) == (1,)
         and attention._output_shape is None
-        and all(_plain_dense(d, "abc,cde->abde") for d in (attention._query_dense, attention._key_dense))
-        and _plain_dense(attention._value_dense, "abc,cde->abde")
-        and _plain_dense(attention._output_dense, "abcd,cde->abe")
-        and all(d.activation is keras.activations.linear for d in (attention._query_dense, attention._output_dense))
+        and all(_plain_dense(d, "abc,cde->abde") for d in projections[:3])
+        and _plain_dense(projections[3], "abcd,cde->abe")
+        and all(d.activation is keras.activations.linear for d in projections)
         and _plain_dense(layer._feedforward_intermediate_dense)
         and _plain_dense(layer._feedforward_output_dense)
         and layer._feedforward_output_dense.activation is keras.activations.linear

@@ -429,6 +429,9 @@ def test_fast_step_is_the_default_and_one_switch_turns_it_off(tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert loaded.fast_step is True
+    # The fused blocks read the weights that loading assigned (compiling came first).
+    x, _ = token_batches(n=8, seed=5)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     for variable, expected in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(ops.convert_to_numpy(variable), ops.convert_to_numpy(expected))
 
