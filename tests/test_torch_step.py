@@ -297,13 +297,17 @@ def assert_same_distribution(samples, reference):
     assert abs(ratio - 1) < 4 / np.sqrt(len(samples)), ratio
 
 
-def test_fused_attention_drops_out_as_keras_attention_does():
-    model, _, inputs = attention_model(dropout=0.3)
+def assert_fused_drops_out_as_keras_does(model, inputs):
     keras_samples = output_samples(model, inputs)
     torch_step.use_fused_attention(model)
     fused_samples = output_samples(model, inputs)
     assert fused_samples.std(axis=0).mean() > 0.01  # dropout is on
     assert_same_distribution(fused_samples, keras_samples)
+
+
+def test_fused_attention_drops_out_as_keras_attention_does():
+    model, _, inputs = attention_model(dropout=0.3)
+    assert_fused_drops_out_as_keras_does(model, inputs)
 
 
 def test_a_roberta_with_dropout_gives_the_same_training_losses_in_distribution():
@@ -382,11 +386,7 @@ def test_fused_transformer_block_in_mixed_precision_stays_within_half_precision(
 
 def test_fused_transformer_block_drops_out_as_keras_sublayers_do():
     model, _, inputs = encoder_model(normalize_first=False, dropout=0.3)
-    keras_samples = output_samples(model, inputs)
-    torch_step.use_fused_attention(model)
-    fused_samples = output_samples(model, inputs)
-    assert fused_samples.std(axis=0).mean() > 0.01  # dropout is on
-    assert_same_distribution(fused_samples, keras_samples)
+    assert_fused_drops_out_as_keras_does(model, inputs)
 
 
 def test_blocks_the_fused_function_does_not_cover_keep_keras_computation():
