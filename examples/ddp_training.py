@@ -36,10 +36,10 @@ from tqdm import tqdm  # noqa: E402
 
 from keras_scl import SCLClassifier  # noqa: E402
 from keras_scl import SupervisedContrastiveLoss  # noqa: E402
-from keras_scl.batching import preprocess_in_chunks  # noqa: E402
 from keras_scl.experiments.data import few_shot_splits  # noqa: E402
 from keras_scl.experiments.data import load_task  # noqa: E402
 from keras_scl.experiments.encoders import text_classifier  # noqa: E402
+from keras_scl.inputs import preprocess_in_chunks  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -8,58 +8,62 @@ import numpy as np
 
 from keras_scl.validation import check_integer
 from keras_scl.validation import class_ids
+from keras_scl.validation import is_numeric_array
+from keras_scl.validation import is_one_hot
 
 __all__ = [
     "ClassBalancedBatches",
     "ClassBalancedSampler",
     "InMemoryBatches",
-    "PreprocessedDataset",
     "ShuffledBatches",
+    "as_arrays",
     "class_balanced_dataset",
-    "contains_strings",
     "num_examples",
-    "preprocess_batch",
-    "preprocess_in_chunks",
-    "preprocessed",
     "take",
 ]
 
 
+def as_arrays(data):
+    """`data` with its lists as NumPy arrays: a list is one input (texts, ids), not a structure to walk.
+
+    Dicts and tuples (sentence pairs) stay as they are, so that `keras.tree`
+    walks them and stops at the arrays.
+
+    Example:
+
+    >>> as_arrays((["a premise"], ["a hypothesis"]))
+    (array(['a premise'], dtype='<U9'), array(['a hypothesis'], dtype='<U12'))
+    """
+    return keras.tree.traverse(lambda node: np.asarray(node) if isinstance(node, list) else None, data)
+
+
 def _to_numpy(data):
-    """NumPy leaves (backend tensors may sit on a GPU), same structure."""
+    """NumPy leaves (backend tensors may sit on a GPU), same structure; `None` stays `None`."""
     if data is None:
         return None
-    if isinstance(data, dict):
-        return {key: _to_numpy(value) for key, value in data.items()}
-    if isinstance(data, tuple):
-        return tuple(_to_numpy(value) for value in data)
-    if isinstance(data, (list, np.ndarray)):
-        return np.asarray(data)
-    return keras.ops.convert_to_numpy(data)
+    return keras.tree.map_structure(
+        lambda leaf: leaf if isinstance(leaf, np.ndarray) else keras.ops.convert_to_numpy(leaf), as_arrays(data)
+    )
 
 
 def take(data, index):
     """`data[index]` for an array or list, or each leaf of a dict or tuple.
 
-    `index` is a slice or, for arrays, an array of positions. `None` stays
-    `None`.
+    `index` is a slice or an array of positions. `None` stays `None`.
+
+    Example:
+
+    >>> take({"token_ids": np.arange(6).reshape(3, 2)}, slice(1, None))["token_ids"].tolist()
+    [[2, 3], [4, 5]]
     """
     if data is None:
         return None
-    if isinstance(data, dict):
-        return {key: take(value, index) for key, value in data.items()}
-    if isinstance(data, tuple):
-        return tuple(take(value, index) for value in data)
-    return data[index]
+    return keras.tree.map_structure(lambda leaf: leaf[index], as_arrays(data))
 
 
 def num_examples(data):
     """Number of examples in an array, a list, or a dict/tuple of them."""
-    if isinstance(data, dict):
-        return num_examples(next(iter(data.values())))
-    if isinstance(data, tuple):
-        return num_examples(data[0])
-    return len(data)
+    return len(keras.tree.flatten(as_arrays(data))[0])
 
 
 def _rng(seed):
@@ -136,9 +140,7 @@ class InMemoryBatches(keras.utils.PyDataset):
 
 def _numeric_to_tensor(data):
     # Numbers go to the device; text cannot.
-    if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
-        return keras.ops.convert_to_tensor(data)
-    return data
+    return keras.ops.convert_to_tensor(data) if is_numeric_array(data) else data
 
 
 class ShuffledBatches(InMemoryBatches):
@@ -363,7 +365,7 @@ def class_balanced_dataset(
     if not isinstance(spec, tuple) or len(spec) not in (2, 3):
         raise ValueError(f"`dataset` must yield (x, y) or (x, y, sample_weight) examples. Received: {spec}")
     label_shape = spec[1].shape
-    one_hot = label_shape.rank == 1 and label_shape[0] == num_classes and num_classes > 1
+    one_hot = label_shape.rank == 1 and is_one_hot((None, label_shape[0])) and label_shape[0] == num_classes
     if not (label_shape.rank == 0 or one_hot or label_shape.as_list() == [1]):
         raise ValueError(
             "`dataset` must yield unbatched examples, with y a class id or a one-hot row "
@@ -392,135 +394,3 @@ def class_balanced_dataset(
     if num_batches is None and int(dataset.cardinality()) > 0:
         num_batches = math.ceil(int(dataset.cardinality()) / batch_size)
     return batches.take(num_batches) if num_batches else batches
-
-
-def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
-    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out.
-
-    `x=` by keyword: KerasHub reads a positional tuple as `(x, y)`, and a
-    sentence pair is a tuple too.
-    """
-    chunks = [
-        keras.tree.map_structure(
-            keras.ops.convert_to_numpy, preprocessor(x=_as_lists(take(x, slice(start, start + chunk_size))))
-        )
-        for start in range(0, num_examples(x), chunk_size)
-    ]
-    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
-
-
-def contains_strings(data):
-    """Whether `data` (a batch's inputs, any nesting) holds text that a preprocessor must tokenise.
-
-    Example:
-
-    >>> contains_strings((["a premise"], ["a hypothesis"])), contains_strings({"token_ids": np.ones((2, 4))})
-    (True, False)
-    """
-    for leaf in keras.tree.flatten(data):
-        if isinstance(leaf, (str, bytes)):
-            return True
-        if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "OUS":
-            return True
-    return False
-
-
-def preprocess_batch(preprocessor, batch):
-    """`batch` (`x`, `(x, y)` or `(x, y, sample_weight)`) with its text inputs run through `preprocessor`."""
-    if isinstance(batch, list) and contains_strings(batch) and all(isinstance(s, (str, bytes)) for s in batch):
-        batch = (batch,)  # a batch of texts alone, as `predict` takes them
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-    if isinstance(x, tuple) and all(isinstance(s, (str, bytes)) for s in x):
-        x = list(x)  # texts, as torch's default collate gives them; a tuple of lists would be sentence pairs
-    if contains_strings(x):
-        x = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=_as_lists(x)))
-    # Always a tuple: Keras reads a DataLoader's batch with `tuple(batch)`, which takes a bare dict's keys.
-    return (x,) if y is None and sample_weight is None else keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
-
-
-class PreprocessedDataset(keras.utils.PyDataset):
-    """A `keras.utils.PyDataset` whose batches of text go through a preprocessor as they are served."""
-
-    def __init__(self, dataset, preprocessor):
-        super().__init__(
-            workers=dataset.workers,
-            use_multiprocessing=dataset.use_multiprocessing,
-            max_queue_size=dataset.max_queue_size,
-        )
-        self.dataset, self.preprocessor = dataset, preprocessor
-
-    @property
-    def num_batches(self):
-        return self.dataset.num_batches
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        return preprocess_batch(self.preprocessor, self.dataset[index])
-
-    def on_epoch_begin(self):
-        self.dataset.on_epoch_begin()
-
-    def on_epoch_end(self):
-        self.dataset.on_epoch_end()
-
-
-def _preprocessed_loader(loader, preprocessor):
-    """A torch `DataLoader` serving `loader`'s batches through `preprocessor` (in this process)."""
-    import torch.utils.data
-
-    class Preprocessed(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            return (preprocess_batch(preprocessor, batch) for batch in loader)
-
-        def __len__(self):
-            return len(loader)
-
-    # `batch_size=None`: batches stay as `loader` made them (NumPy becomes tensors).
-    return torch.utils.data.DataLoader(Preprocessed(), batch_size=None, pin_memory=loader.pin_memory)
-
-
-def _is_torch_data_loader(data):
-    classes = type(data).__mro__
-    return any(cls.__module__.startswith("torch.utils.data") and cls.__name__ == "DataLoader" for cls in classes)
-
-
-def preprocessed(data, preprocessor):
-    """Batches of `data` with text tokenised by `preprocessor` as they are served; `data` itself without one.
-
-    `data` is a `keras.utils.PyDataset`, a torch `DataLoader` or any
-    iterable of batches (`x`, `(x, y)` or `(x, y, sample_weight)`). Batches
-    that hold no text pass through as they are.
-
-    Example:
-
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
-    >>> preprocessor = tiny_roberta_classifier(num_classes=2).preprocessor
-    >>> class Texts(keras.utils.PyDataset):
-    ...     def __len__(self):
-    ...         return 1
-    ...     def __getitem__(self, index):
-    ...         return ["a fine film", "a dull film"], np.array([1, 0])
-    >>> x, y = preprocessed(Texts(), preprocessor)[0]
-    >>> sorted(x), x["token_ids"].shape, y.tolist()
-    (['padding_mask', 'token_ids'], (2, 64), [1, 0])
-    """
-    if preprocessor is None:
-        return data
-    if isinstance(data, keras.utils.PyDataset):
-        return PreprocessedDataset(data, preprocessor)
-    if _is_torch_data_loader(data):
-        return _preprocessed_loader(data, preprocessor)
-    return (preprocess_batch(preprocessor, batch) for batch in data)
-
-
-def _as_lists(x):
-    # KerasHub's tokenizers take lists of strings, not NumPy string arrays.
-    if isinstance(x, dict):
-        return {key: _as_lists(value) for key, value in x.items()}
-    if isinstance(x, tuple):
-        return tuple(_as_lists(value) for value in x)
-    if isinstance(x, np.ndarray) and x.dtype.kind in "OUS":
-        return x.tolist()
-    return x

@@ -1,5 +1,7 @@
 """The supervised contrastive loss of Gunel et al. (ICLR 2021), in `keras.ops`."""
 
+import collections
+
 import keras
 from keras import ops
 
@@ -10,8 +12,9 @@ from keras_scl.validation import check_labels
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
+from keras_scl.validation import is_one_hot
 
-__all__ = ["SupervisedContrastiveLoss", "anchors_with_positive", "supervised_contrastive_loss"]
+__all__ = ["SCLBatch", "SupervisedContrastiveLoss", "anchors_with_positive", "supervised_contrastive_loss"]
 
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
 
@@ -48,7 +51,7 @@ def _checked_class_ids(y_true, batch_size):
             "`y_true` and `y_pred` must have the same batch size. "
             f"Received: y_true.shape={tuple(y_true.shape)}, batch size of y_pred={batch_size}"
         )
-    if rank == 2 and y_true.shape[-1] != 1:
+    if is_one_hot(y_true.shape):
         values = _concrete_values(y_true)
         if values is not None:
             is_binary = ((values == 0) | (values == 1)).all()
@@ -259,6 +262,20 @@ def supervised_contrastive_loss(y_true, y_pred, temperature=0.3, memory_embeddin
     return loss
 
 
+class SCLBatch(collections.namedtuple("SCLBatch", ["loss", "labels", "embeddings", "has_positive"])):
+    """What `SupervisedContrastiveLoss.compute` returns.
+
+    Attributes:
+        loss: The reduced loss.
+        labels: The batch's labels as the loss read them; under DDP, the
+            global batch's, in rank order.
+        embeddings: The batch's embeddings, likewise (with their gradient).
+        has_positive: bool `(batch,)`: which anchors had a positive.
+    """
+
+    __slots__ = ()
+
+
 @keras.saving.register_keras_serializable(package="keras_scl")
 class SupervisedContrastiveLoss(keras.losses.Loss):
     """Supervised contrastive loss over a batch of embeddings.
@@ -333,11 +350,18 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         self.temperature = temperature
         self.global_batch = global_batch
 
-    def call(self, y_true, y_pred):
-        return supervised_contrastive_loss(y_true, y_pred, temperature=self.temperature)
-
     def __call__(self, y_true, y_pred, sample_weight=None, memory_embeddings=None, memory_labels=None):
         """The reduced loss; `memory_embeddings` and `memory_labels` as in `supervised_contrastive_loss`."""
+        return self.compute(y_true, y_pred, sample_weight, memory_embeddings, memory_labels).loss
+
+    def compute(self, y_true, y_pred, sample_weight=None, memory_embeddings=None, memory_labels=None):
+        """The reduced loss and the batch it was computed over, as an `SCLBatch`.
+
+        What `__call__` computes, with what a caller that logs or queues the
+        batch needs besides the value: the labels and embeddings of the
+        (global, under DDP) batch and which anchors had a positive, so that
+        neither the gather nor the positives are computed twice.
+        """
         # Keras' own reduction divides by the batch size; ours divides by the
         # anchors that have a positive, so the reduction is done here.
         with keras.name_scope(self.name):
@@ -346,7 +370,8 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                 if sample_weight is not None:
                     sample_weight = all_gather(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
             loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature, memory_embeddings, memory_labels)
-            return ops.cast(self._reduce(loss, has_positive, sample_weight), self.dtype)
+            loss = ops.cast(self._reduce(loss, has_positive, sample_weight), self.dtype)
+            return SCLBatch(loss, y_true, y_pred, has_positive)
 
     def _reduce(self, loss, has_positive, sample_weight):
         weights = ops.ones_like(loss)

@@ -26,6 +26,12 @@ Everything else is Keras' `fit` as it is: callbacks, validation, the
 progress bar, `train_on_batch`. `SCLClassifier.compile(fast_step=False)`
 switches back to Keras' own step, attention and blocks.
 
+The internals of Keras and KerasHub this reads are read through
+`keras_scl.compat.private`: where a release has moved one, that piece (a
+block, an attention layer, the optimizer update, the metrics, the step)
+keeps Keras' own code, with one warning per model naming what was missing;
+so does a layer with an option the fused code does not implement.
+
 This module imports torch: only the torch backend loads it.
 """
 
@@ -39,18 +45,74 @@ import torch
 import torch.nn.functional as F
 from torch.optim.adamw import adamw as fused_adamw  # the functional form: no state of its own
 
+from keras_scl.compat import NotAvailable
+from keras_scl.compat import keras_mask
+from keras_scl.compat import private
+from keras_scl.compat import warn_fallbacks
+from keras_scl.compat import warn_untested_versions
+from keras_scl.validation import is_numeric_array
+
 __all__ = [
+    "CompiledMetricsUpdate",
     "FusedAdamUpdate",
     "KerasUpdate",
     "StepLogs",
     "TrainStep",
+    "configure",
     "optimizer_update",
+    "register_parameters",
     "to_device",
+    "train_function",
     "use_fused_attention",
     "use_keras_attention",
 ]
 
 # --- Attention and transformer blocks -----------------------------------------------
+
+# Options every layer's config has.
+_LAYER_OPTIONS = {"name", "trainable", "dtype"}
+_WEIGHT_OPTIONS = {
+    # Regularisers add their losses from the variables (`Layer.losses`), constraints act in the optimizer's
+    # update (which the fused update leaves to Keras): neither depends on how the layer computes.
+    f"{weight}_{kind}"
+    for weight in ("kernel", "bias", "gamma", "beta")
+    for kind in ("initializer", "regularizer", "constraint")
+}
+# Per class, the options of its config whose values the fused code honours (some checked where it
+# is used). Any other option of the installed release must be off (None, False or 0), or the layer
+# keeps Keras' code: a gate, a sliding window, a seed, an activity regulariser, quantization, and
+# whatever a later release adds.
+_HONOURED = {
+    keras.layers.MultiHeadAttention: {"num_heads", "key_dim", "value_dim", "dropout", "use_bias", "attention_axes"},
+    keras.layers.EinsumDense: {"equation", "output_shape", "activation", "bias_axes"},
+    keras.layers.Dense: {"units", "activation", "use_bias"},
+    keras.layers.LayerNormalization: {"axis", "epsilon", "center", "scale", "rms_scaling"},
+    keras.layers.Dropout: {"rate"},
+    keras_hub.layers.TransformerEncoder: {
+        "intermediate_dim",
+        "num_heads",
+        "dropout",
+        "activation",
+        "layer_norm_epsilon",
+        "kernel_initializer",
+        "bias_initializer",
+        "normalize_first",
+    },
+}
+# What `MultiHeadAttention.call` applies around `_compute_attention`: honoured where only the attention is swapped.
+_AROUND_ATTENTION = {"output_shape", "use_gate", "sliding_window", "activity_regularizer"}
+
+
+def _is_off(value):
+    return value is None or value is False or (isinstance(value, (int, float)) and value == 0)
+
+
+def _only_honoured_options(layer, also_honoured=()):
+    """Whether every option of `layer` (a class of `_HONOURED`, not a subclass) that the fused code ignores is off."""
+    if type(layer) not in _HONOURED:
+        return False
+    honoured = _HONOURED[type(layer)] | _LAYER_OPTIONS | _WEIGHT_OPTIONS | set(also_honoured)
+    return all(_is_off(value) for key, value in layer.get_config().items() if key not in honoured)
 
 
 def _sdpa(query, key, value, mask, dropout, scale, causal=False):
@@ -74,9 +136,20 @@ def _sdpa(query, key, value, mask, dropout, scale, causal=False):
     return output.transpose(1, 2)
 
 
+def _plain_attention(layer, also_honoured=()):
+    """Whether torch's fused kernel computes `layer`'s attention: no flash switch, seed or other option it lacks."""
+    return (
+        _only_honoured_options(layer, also_honoured)
+        and not private(layer, "_flash_attention")  # Keras' switch for one kernel: Keras' path keeps it
+        and layer.value_dim == layer.key_dim
+    )
+
+
 def _sdpa_attention(layer):
-    """`layer._compute_attention` through torch's fused attention, with the layer's dropout."""
-    keras_attention = type(layer)._compute_attention
+    """`layer._compute_attention` through torch's fused attention, with the layer's dropout; `None` if not plain."""
+    keras_attention = private(type(layer), "_compute_attention")
+    if not _plain_attention(layer, also_honoured=_AROUND_ATTENTION):
+        return None
     scale = 1.0 / math.sqrt(float(layer.key_dim))
 
     def compute_attention(
@@ -87,10 +160,22 @@ def _sdpa_attention(layer):
         training=None,
         return_attention_scores=False,
         use_causal_mask=False,
+        **other,
     ):
-        if return_attention_scores or query.ndim != 4 or tuple(layer.attention_axes) != (1,):
+        if other or return_attention_scores or query.ndim != 4 or tuple(layer.attention_axes) != (1,):
+            # By keyword, and the causal switch only when on: as Keras calls it, so that an override with
+            # an older signature still works.
+            causal = {"use_causal_mask": True} if use_causal_mask else {}
             return keras_attention(
-                layer, query, key, value, attention_mask, training, return_attention_scores, use_causal_mask
+                layer,
+                query=query,
+                key=key,
+                value=value,
+                attention_mask=attention_mask,
+                training=training,
+                return_attention_scores=return_attention_scores,
+                **causal,
+                **other,
             )
         mask = attention_mask
         if mask is not None and mask.ndim == 2:  # (queries, keys): Keras broadcasts it over the batch
@@ -102,15 +187,11 @@ def _sdpa_attention(layer):
     return compute_attention
 
 
-def _attention_layers(model):
-    # Only plain `MultiHeadAttention`: a subclass may compute attention its own way.
-    return [layer for layer in model._flatten_layers() if type(layer) is keras.layers.MultiHeadAttention]
-
-
 def _plain_dense(layer, equation=None):
-    """Whether a `Dense` / `EinsumDense` computes `x @ kernel + bias` on its last axes and nothing else."""
+    """Whether a `Dense` / `EinsumDense` computes `x @ kernel + bias` on its last axes (and an activation)."""
     return (
         type(layer) is (keras.layers.Dense if equation is None else keras.layers.EinsumDense)
+        and _only_honoured_options(layer)
         and getattr(layer, "equation", None) == equation
         and layer.bias is not None
         and layer.quantization_mode is None
@@ -118,41 +199,24 @@ def _plain_dense(layer, equation=None):
     )
 
 
-def _fusable_encoder(layer):
-    """Whether `_fused_encoder_call` computes exactly what `layer.call` does (a KerasHub BERT/RoBERTa block)."""
-    if type(layer) is not keras_hub.layers.TransformerEncoder or not layer.built:
-        return False
-    attention = layer._self_attention_layer
-    dropouts = [layer._self_attention_dropout, layer._feedforward_dropout]
-    norms = [layer._self_attention_layer_norm, layer._feedforward_layer_norm]
-    projections = [attention._query_dense, attention._key_dense, attention._value_dense, attention._output_dense]
+def _plain_norm(layer):
+    """Whether a `LayerNormalization` is `F.layer_norm` over the last axis, with both weights."""
     return (
-        type(attention) is keras.layers.MultiHeadAttention
-        and tuple(attention.attention_axes) == (1,)
-        and attention._output_shape is None
-        and all(_plain_dense(d, "abc,cde->abde") for d in projections[:3])
-        and _plain_dense(projections[3], "abcd,cde->abe")
-        and all(d.activation is keras.activations.linear for d in projections)
-        and _plain_dense(layer._feedforward_intermediate_dense)
-        and _plain_dense(layer._feedforward_output_dense)
-        and layer._feedforward_output_dense.activation is keras.activations.linear
-        and all(type(d) is keras.layers.Dropout and d.noise_shape is None for d in dropouts)
-        # Unseeded Keras dropout on torch is `F.dropout` on torch's global generator, as here
-        # (a rate of 0 has no generator).
-        and all(getattr(d, "seed_generator", None) is None or d.seed_generator._initial_seed is None for d in dropouts)
-        and all(
-            type(n) is keras.layers.LayerNormalization
-            and n.axis in (-1, [-1])
-            and n.center
-            and n.scale
-            and not n.rms_scaling
-            for n in norms
-        )
+        type(layer) is keras.layers.LayerNormalization
+        and _only_honoured_options(layer)
+        and layer.axis in (-1, [-1])
+        and layer.center
+        and layer.scale
+        and not layer.rms_scaling
     )
 
 
 def _fused_encoder_call(layer):
     """`layer.call` for a KerasHub `TransformerEncoder`, in torch operations on the layer's own variables.
+
+    `None` when a sublayer is not the plain kind this computes (LoRA,
+    quantization, a gate, seeded dropout, RMS norm, ...); `NotAvailable` when
+    a sublayer is not where this release of KerasHub is known to keep it.
 
     The same computation, operation for operation, as the block's Keras
     sublayers (attention in the fused kernel, as `_sdpa_attention`), but
@@ -166,28 +230,46 @@ def _fused_encoder_call(layer):
     The weights are the variables' torch parameters, looked up once, as
     Keras' own torch layers keep them (`assign` copies into them in place).
     """
+    attention = private(layer, "_self_attention_layer")
+    attention_dropout = private(layer, "_self_attention_dropout")
+    feedforward_dropout = private(layer, "_feedforward_dropout")
+    norms = (private(layer, "_self_attention_layer_norm"), private(layer, "_feedforward_layer_norm"))
+    up, down = private(layer, "_feedforward_intermediate_dense"), private(layer, "_feedforward_output_dense")
+    query_dense, key_dense, value_dense, output_dense = (
+        private(attention, name) for name in ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+    )
+    plain = (
+        type(layer) is keras_hub.layers.TransformerEncoder
+        and layer.built
+        and _only_honoured_options(layer)
+        and type(attention) is keras.layers.MultiHeadAttention
+        and _plain_attention(attention)
+        and tuple(attention.attention_axes) == (1,)
+        and all(_plain_dense(d, "abc,cde->abde") for d in (query_dense, key_dense, value_dense))
+        and _plain_dense(output_dense, "abcd,cde->abe")
+        and all(d.activation is keras.activations.linear for d in (query_dense, key_dense, value_dense, output_dense))
+        and _plain_dense(up)
+        and _plain_dense(down)
+        and down.activation is keras.activations.linear
+        # Unseeded Keras dropout on torch is `F.dropout` on torch's global generator, as here.
+        and all(_only_honoured_options(d) for d in (attention_dropout, feedforward_dropout))
+        and all(_plain_norm(norm) for norm in norms)
+    )
+    if not plain:
+        return None
+
     keras_call = type(layer).call
-    attention = layer._self_attention_layer
     heads, key_dim = attention.num_heads, attention.key_dim
     scale = 1.0 / math.sqrt(float(key_dim))
-    attention_dropout, feedforward_dropout = layer._self_attention_dropout, layer._feedforward_dropout
     compute_dtype = getattr(torch, keras.backend.standardize_dtype(layer.compute_dtype))
 
     def dense(sublayer):
         return sublayer.kernel.value, sublayer.bias.value, sublayer.activation
 
     query_weights, key_weights, value_weights, output_weights, up_weights, down_weights = (
-        dense(attention._query_dense),
-        dense(attention._key_dense),
-        dense(attention._value_dense),
-        dense(attention._output_dense),
-        dense(layer._feedforward_intermediate_dense),
-        dense(layer._feedforward_output_dense),
+        dense(sublayer) for sublayer in (query_dense, key_dense, value_dense, output_dense, up, down)
     )
-    attention_norm, feedforward_norm = (
-        (norm.gamma.value, norm.beta.value, float(norm.epsilon))
-        for norm in (layer._self_attention_layer_norm, layer._feedforward_layer_norm)
-    )
+    attention_norm, feedforward_norm = ((norm.gamma.value, norm.beta.value, float(norm.epsilon)) for norm in norms)
 
     def linear(x, weights):
         kernel, bias, activation = weights
@@ -203,9 +285,17 @@ def _fused_encoder_call(layer):
     def dropout(x, rate):
         return F.dropout(x, rate, training=True) if rate else x
 
-    def call(inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
-        if return_attention_scores or getattr(inputs, "_keras_mask", None) is not None:
-            return keras_call(layer, inputs, padding_mask, attention_mask, training, return_attention_scores)
+    def call(inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False, **other):
+        if other or return_attention_scores or keras_mask(inputs) is not None:
+            return keras_call(
+                layer,
+                inputs,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                training=training,
+                return_attention_scores=return_attention_scores,
+                **other,
+            )
         batch, tokens, width = inputs.shape
         mask = None if padding_mask is None else padding_mask.bool()
         if attention_mask is not None:  # (batch, queries, keys), and the padding of the keys
@@ -238,34 +328,56 @@ def _fused_encoder_call(layer):
     return call
 
 
-def _encoder_layers(model):
-    return [layer for layer in model._flatten_layers() if type(layer) is keras_hub.layers.TransformerEncoder]
-
-
 def use_fused_attention(model):
     """Routes `model`'s attention and KerasHub transformer blocks through torch's fused kernels.
 
-    Every `keras.layers.MultiHeadAttention` computes attention in
+    Every plain `keras.layers.MultiHeadAttention` computes attention in
     `torch.nn.functional.scaled_dot_product_attention`, dropout included,
     and every KerasHub `TransformerEncoder` whose sublayers are the standard
     ones (BERT, RoBERTa and their kin) runs as one torch function. The
     layers keep their weights, configuration and dropout; only how they
     compute changes (attention scores, when a caller asks for them, still
-    come from Keras' own computation).
+    come from Keras' own computation). A layer with an option the fused
+    code does not implement keeps Keras' code.
+
+    Returns:
+        `{piece: names}`: the private names of Keras or KerasHub that were
+        missing, for the pieces that kept Keras' code because of them
+        (empty when none was).
     """
-    for layer in _attention_layers(model):
-        layer._compute_attention = _sdpa_attention(layer)
-    for layer in _encoder_layers(model):
-        if _fusable_encoder(layer):
-            layer.call = _fused_encoder_call(layer)
+    missing = {}
+    try:
+        layers = private(model, "_flatten_layers")()
+    except NotAvailable as error:
+        return {"attention and transformer blocks": {error.name}}
+    for layer in layers:
+        piece, fuse = {
+            keras.layers.MultiHeadAttention: ("attention", _sdpa_attention),
+            keras_hub.layers.TransformerEncoder: ("transformer blocks", _fused_encoder_call),
+        }.get(type(layer), (None, None))
+        if fuse is None:
+            continue
+        try:
+            fused = fuse(layer)
+        except NotAvailable as error:
+            missing.setdefault(piece, set()).add(error.name)
+            continue
+        if fused is not None:
+            setattr(layer, "_compute_attention" if piece == "attention" else "call", fused)
+    return missing
 
 
 def use_keras_attention(model):
     """Undoes `use_fused_attention`."""
-    for layer in _attention_layers(model):
-        vars(layer).pop("_compute_attention", None)
-    for layer in _encoder_layers(model):
-        vars(layer).pop("call", None)
+    try:
+        layers = private(model, "_flatten_layers")()
+    except NotAvailable:  # then nothing was swapped
+        return
+    for layer in layers:
+        if type(layer) is keras.layers.MultiHeadAttention:
+            vars(layer).pop("_compute_attention", None)
+        elif type(layer) is keras_hub.layers.TransformerEncoder:
+            vars(layer).pop("call", None)
 
 
 # --- Inputs ----------------------------------------------------------------------
@@ -279,7 +391,7 @@ def to_device(data, device):
     """
 
     def move(value):
-        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        if is_numeric_array(value):
             value = torch.from_numpy(np.ascontiguousarray(value))
         if not isinstance(value, torch.Tensor) or value.device == device:
             return value
@@ -334,12 +446,14 @@ class FusedAdamUpdate:
         self.optimizer = optimizer
         self.variables = list(variables)
         self.parameters = [v.value for v in self.variables]  # the torch tensors behind them, looked up once
-        index = [optimizer._get_variable_index(v) for v in self.variables]
-        self.momentums = [optimizer._momentums[i].value for i in index]
-        self.velocities = [optimizer._velocities[i].value for i in index]
-        self.maxima = [optimizer._velocity_hats[i].value for i in index] if optimizer.amsgrad else []
+        # Keras' own state: read through `private`, a miss (another release) raises `NotAvailable`.
+        index = [private(optimizer, "_get_variable_index")(v) for v in self.variables]
+        self.momentums = [private(optimizer, "_momentums")[i].value for i in index]
+        self.velocities = [private(optimizer, "_velocities")[i].value for i in index]
+        self.maxima = [private(optimizer, "_velocity_hats")[i].value for i in index] if optimizer.amsgrad else []
         decays = optimizer.weight_decay is not None
-        self.decayed = [decays and optimizer._use_weight_decay(v) for v in self.variables]
+        self.decayed = [decays and private(optimizer, "_use_weight_decay")(v) for v in self.variables]
+        private(optimizer, "_learning_rate")  # read at each step
         # The kernel adds 1 to one step tensor per variable: views of one buffer,
         # set from `iterations` at each update so they never drift from it.
         device = self.parameters[0].device if self.parameters else None
@@ -369,7 +483,7 @@ class FusedAdamUpdate:
         self.host_step = int(keras.ops.convert_to_numpy(self.optimizer.iterations))
 
     def _learning_rate(self):
-        learning_rate = self.optimizer._learning_rate
+        learning_rate = private(self.optimizer, "_learning_rate")
         if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             with keras.device("cpu"):  # evaluated on the host, at the host's step count
                 return float(keras.ops.convert_to_numpy(learning_rate(self.host_step)))
@@ -443,10 +557,17 @@ class KerasUpdate:
 
 
 def optimizer_update(optimizer, variables):
-    """`FusedAdamUpdate` where it reproduces `optimizer` exactly, else `KerasUpdate`."""
+    """`(update, missing)`: `FusedAdamUpdate` where it reproduces `optimizer` exactly, else `KerasUpdate`.
+
+    `missing` names the private name of Keras the fused update needed and
+    did not find (an empty set when none).
+    """
     if _fusable(optimizer, variables):
-        return FusedAdamUpdate(optimizer, variables)
-    return KerasUpdate(optimizer, variables)
+        try:
+            return FusedAdamUpdate(optimizer, variables), set()
+        except NotAvailable as error:
+            return KerasUpdate(optimizer, variables), {error.name}
+    return KerasUpdate(optimizer, variables), set()
 
 
 # --- Logs ----------------------------------------------------------------------------
@@ -505,25 +626,48 @@ class StepLogs:
         return self.host_values
 
 
-def _update_compiled_metrics(model, y, logits, sample_weight, ones):
+class CompiledMetricsUpdate:
     """What `model.compute_metrics` updates, with every count on the device.
 
     Keras updates the compiled `metrics` without sample weights, and then
     counts a batch by turning its size, a Python int, into a new tensor (a
     copy to the GPU at each step). Weights of one (`ones`) count the same and
     stay on the device; `weighted_metrics` get `sample_weight`, as in Keras.
+    Where the compiled metrics are not where this release of Keras kept them,
+    `model.compute_metrics` itself updates them.
     """
-    compiled = model._compile_metrics
-    if compiled is None:
-        return
-    if not compiled.built:
-        compiled.build(y, logits)
-    for metric in compiled._flat_metrics:
-        if metric is not None:
-            metric.update_state(y, logits, sample_weight=ones)
-    for metric in compiled._flat_weighted_metrics:
-        if metric is not None:
-            metric.update_state(y, logits, sample_weight=sample_weight)
+
+    def __init__(self, model):
+        self.model = model
+        self.metrics = None  # (metrics, weighted metrics), found at the first update
+        self.missing = set()
+        try:
+            self.compiled = private(model, "_compile_metrics")
+        except NotAvailable as error:
+            self.compiled, self.missing = False, {error.name}
+
+    def update(self, y, y_pred, sample_weight, ones):
+        compiled, logits = self.compiled, y_pred["logits"]
+        if compiled is None:  # no metrics compiled
+            return
+        if compiled is not False and self.metrics is None:
+            try:
+                if not compiled.built:
+                    compiled.build(y, logits)
+                self.metrics = (private(compiled, "_flat_metrics"), private(compiled, "_flat_weighted_metrics"))
+            except NotAvailable as error:
+                self.compiled, self.missing = False, {error.name}
+                warn_fallbacks(self.model, {"metrics": self.missing})
+        if self.compiled is False:
+            self.model.compute_metrics(None, y, y_pred, sample_weight=sample_weight)
+            return
+        metrics, weighted_metrics = self.metrics
+        for metric in metrics:
+            if metric is not None:
+                metric.update_state(y, logits, sample_weight=ones)
+        for metric in weighted_metrics:
+            if metric is not None:
+                metric.update_state(y, logits, sample_weight=sample_weight)
 
 
 # --- The step -----------------------------------------------------------------------------
@@ -542,7 +686,9 @@ class TrainStep:
 
     def __init__(self, model):
         self.model = model
+        self.loss_tracker = private(model, "_loss_tracker")  # Keras' `loss` metric
         self.logs = StepLogs()
+        self.metrics = CompiledMetricsUpdate(model)
         self.update = None
         self.device = None
         self.forward = self._forward
@@ -565,7 +711,8 @@ class TrainStep:
             or self.update.optimizer is not optimizer
             or [id(v) for v in self.update.variables] != [id(v) for v in variables]
         ):
-            self.update = optimizer_update(optimizer, variables)
+            self.update, missing = optimizer_update(optimizer, variables)
+            warn_fallbacks(self.model, {"optimizer update": missing, "metrics": self.metrics.missing})
         self.update.sync_step()
         self.device = (variables or self.model.variables)[0].value.device
         return self
@@ -579,12 +726,61 @@ class TrainStep:
         loss, y_pred = self.forward(x, y, sample_weight)
         # Metrics weighted by tensors, never by Python numbers (each would be a copy to the device).
         ones = torch.ones(y_pred["logits"].shape[0], dtype=torch.float32, device=device)
-        model._loss_tracker.update_state(loss.detach(), sample_weight=ones.sum())
+        self.loss_tracker.update_state(loss.detach(), sample_weight=ones.sum())
 
         for parameter in parameters:
             parameter.grad = None
         model.optimizer.scale_loss(loss).backward()  # scaled only by a LossScaleOptimizer or `loss_scale_factor`
         with torch.no_grad():
             self.update.apply([parameter.grad for parameter in parameters])
-            _update_compiled_metrics(model, y, y_pred["logits"], sample_weight, ones)
+            self.metrics.update(y, y_pred, sample_weight, ones)
         return self.logs.publish(model.get_metrics_result())
+
+
+# --- Wiring into the model ------------------------------------------------------------------
+
+
+def configure(model, fast_step):
+    """What `SCLClassifier.compile` does on torch: swaps in the fused attention and blocks, or takes them out.
+
+    Warns once per process when Keras or KerasHub is a release the fast
+    step was not tested with, and once per model for every private name it
+    did not find (that piece keeps Keras' code).
+    """
+    if not fast_step:
+        use_keras_attention(model)
+        return
+    warn_untested_versions()
+    warn_fallbacks(model, use_fused_attention(model))
+
+
+def train_function(model, force=False):
+    """`model.train_function` for the fast step: a `TrainStep`, prepared for this `fit`; `None` for Keras' own.
+
+    `None` too when Keras' loss tracker, which the step updates, is not
+    where this release keeps it (with the warning).
+    """
+    if model.steps_per_execution > 1:  # as Keras' own torch step
+        raise ValueError(
+            "`steps_per_execution` must be 1 with the PyTorch backend. "
+            f"Received: steps_per_execution={model.steps_per_execution}"
+        )
+    if force or not isinstance(model.train_function, TrainStep):
+        try:
+            model.train_function = TrainStep(model)
+        except NotAvailable as error:
+            warn_fallbacks(model, {"training step": {error.name}})
+            return None
+    return model.train_function.prepare()
+
+
+def register_parameters(model):
+    """Registers `model`'s variables as torch parameters of its module (DDP and torch optimizers need them).
+
+    KerasHub builds its tasks with torch's attribute hooks off, so their
+    variables never reach `torch.nn.Module.parameters()`.
+    """
+    try:
+        private(model, "_track_variables")()
+    except NotAvailable as error:
+        warn_fallbacks(model, {"torch parameters (for DDP)": {error.name}})

@@ -5,7 +5,16 @@ import numbers
 import keras
 import numpy as np
 
-__all__ = ["check_bool", "check_integer", "check_labels", "check_number", "check_one_of", "class_ids"]
+__all__ = [
+    "check_bool",
+    "check_integer",
+    "check_labels",
+    "check_number",
+    "check_one_of",
+    "class_ids",
+    "is_numeric_array",
+    "is_one_hot",
+]
 
 
 def check_bool(name, value):
@@ -70,6 +79,22 @@ def check_labels(name, labels):
         )
 
 
+def is_one_hot(shape):
+    """Whether labels of `shape` are one-hot rows `(n, classes)`, not class ids `(n,)` or `(n, 1)`.
+
+    Example:
+
+    >>> is_one_hot((8, 3)), is_one_hot((8, 1)), is_one_hot((8,))
+    (True, False, False)
+    """
+    return len(shape) == 2 and shape[-1] is not None and shape[-1] > 1
+
+
+def is_numeric_array(value):
+    """Whether `value` is a NumPy array of numbers (what goes to a device; text cannot)."""
+    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+
+
 def class_ids(labels):
     """Class ids from ids of shape `(n,)` or `(n, 1)`, or from one-hot rows `(n, classes)`: flat, shape `(n,)`.
 
@@ -84,11 +109,11 @@ def class_ids(labels):
     ([1, 0], [2, 0])
     """
     if keras.ops.is_tensor(labels):
-        if len(labels.shape) == 2 and labels.shape[-1] != 1:
+        if is_one_hot(labels.shape):
             return keras.ops.argmax(labels, axis=-1)
         return keras.ops.reshape(labels, (-1,))
     check_labels("labels", labels)
     labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] > 1:
+    if is_one_hot(labels.shape):
         return labels.argmax(axis=1)
     return labels.reshape(len(labels)).astype(np.int64)

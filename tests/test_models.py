@@ -455,7 +455,7 @@ def test_memory_queues_the_last_examples_oldest_first():
     embeddings, labels = model.memory
     assert labels.tolist() == labels_in[2:].tolist()
     np.testing.assert_allclose(embeddings, model.embed(take(inputs, slice(2, 8)), verbose=0), rtol=1e-5, atol=1e-6)
-    assert int(ops.convert_to_numpy(model._memory_steps)) == 3
+    assert int(ops.convert_to_numpy(model._memory.steps)) == 3
 
     model.evaluate(inputs, labels_in, batch_size=4, verbose=0)  # evaluation leaves it alone
     np.testing.assert_array_equal(model.memory[1], labels_in[2:])

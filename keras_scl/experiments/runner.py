@@ -34,7 +34,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_scl.batching import preprocess_in_chunks
 from keras_scl.batching import take
 from keras_scl.experiments.data import augmentation_for
 from keras_scl.experiments.data import few_shot_splits
@@ -45,6 +44,7 @@ from keras_scl.experiments.encoders import text_classifier
 from keras_scl.experiments.settings import LOSSES
 from keras_scl.experiments.settings import ConfigError
 from keras_scl.experiments.settings import ExperimentConfig
+from keras_scl.inputs import preprocess_in_chunks
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
 

@@ -1,0 +1,150 @@
+"""The one door to private names of Keras and KerasHub, and the versions keras_scl's fast torch step is tested with.
+
+The fast torch step (`keras_scl.torch_step`) reads internals that no Keras
+or KerasHub release promises to keep: the sublayers of a KerasHub
+`TransformerEncoder`, the projections of a `MultiHeadAttention`, Adam's
+moment variables, the compiled metrics. Every such read goes through
+`private`, which raises `NotAvailable` on a miss. The caller then keeps
+Keras' own code for that piece (one block, one attention layer, the
+optimizer update, the metrics), and `warn_fallbacks` says so once per model,
+naming what was missing and the installed versions. A model always compiles
+and trains; at worst as fast as Keras' own step.
+
+`TESTED_WITH` declares the releases the fast step was tested with; outside
+them `warn_untested_versions` warns once per process (no upper pin stops an
+install).
+"""
+
+import importlib.metadata
+import warnings
+import weakref
+
+__all__ = [
+    "TESTED_WITH",
+    "NotAvailable",
+    "installed_versions",
+    "keras_mask",
+    "private",
+    "untested_versions",
+    "warn_fallbacks",
+    "warn_untested_versions",
+]
+
+# Distribution name -> the `major.minor` releases the fast torch step is tested with.
+TESTED_WITH = {"keras": ("3.15",), "keras-hub": ("0.32",)}
+
+
+class NotAvailable(LookupError):
+    """A private name of Keras or KerasHub that this release does not have (or has moved).
+
+    Attributes:
+        name: `"Owner.attribute"`, e.g. `"MultiHeadAttention._query_dense"`.
+    """
+
+    def __init__(self, owner, attribute):
+        owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
+        self.name = f"{owner_name}.{attribute}"
+        super().__init__(self.name)
+
+
+def private(owner, attribute):
+    """`owner.attribute` for a private name of Keras or KerasHub; `NotAvailable` when it is not there.
+
+    Example:
+
+    >>> import keras
+    >>> private(keras.layers.MultiHeadAttention, "_compute_attention").__name__
+    '_compute_attention'
+    >>> private(keras.layers.MultiHeadAttention, "_renamed")
+    Traceback (most recent call last):
+    ...
+    keras_scl.compat.NotAvailable: MultiHeadAttention._renamed
+    """
+    try:
+        return getattr(owner, attribute)
+    except AttributeError:
+        raise NotAvailable(owner, attribute) from None
+
+
+def keras_mask(tensor):
+    """The mask Keras attached to `tensor` (its `_keras_mask`, which KerasHub's blocks read too), or `None`."""
+    return getattr(tensor, "_keras_mask", None)
+
+
+def installed_versions():
+    """`"keras 3.15.1, keras-hub 0.32.0, torch 2.13.0"`: the versions that the fast step's internals come from."""
+    versions = []
+    for distribution in (*TESTED_WITH, "torch"):
+        try:
+            versions.append(f"{distribution} {importlib.metadata.version(distribution)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(versions)
+
+
+def _installed(distribution):
+    # The module's own version first: it is what runs (and what a test can change).
+    module = __import__(distribution.replace("-", "_"))
+    return getattr(module, "__version__", None) or importlib.metadata.version(distribution)
+
+
+def untested_versions():
+    """`{distribution: installed version}` for every dependency in `TESTED_WITH` outside its tested releases.
+
+    Example:
+
+    >>> set(untested_versions()) <= set(TESTED_WITH)
+    True
+    """
+    outside = {}
+    for distribution, releases in TESTED_WITH.items():
+        version = _installed(distribution)
+        if ".".join(version.split(".")[:2]) not in releases:
+            outside[distribution] = version
+    return outside
+
+
+_warned_versions = set()
+
+
+def warn_untested_versions():
+    """Warns once per process when Keras or KerasHub is a release the fast torch step was not tested with."""
+    outside = untested_versions()
+    key = tuple(sorted(outside.items()))
+    if not outside or key in _warned_versions:
+        return
+    _warned_versions.add(key)
+    tested = ", ".join(f"{name} {' or '.join(releases)}" for name, releases in TESTED_WITH.items())
+    found = ", ".join(f"{name} {version}" for name, version in outside.items())
+    warnings.warn(
+        f"keras_scl's fast torch step is tested with {tested}; installed: {found}. It checks every internal it "
+        "reads and keeps Keras' own code where one has moved (with a warning that names it); "
+        "`compile(fast_step=False)` turns it off.",
+        stacklevel=3,
+    )
+
+
+_reported = weakref.WeakKeyDictionary()  # model -> the missing names already warned about
+
+
+def warn_fallbacks(model, missing):
+    """Warns, once per model and name, that pieces of the fast step keep Keras' code because names are missing.
+
+    Args:
+        model: The model being compiled or trained.
+        missing: `{piece: names}`, e.g. `{"transformer blocks": {"TransformerEncoder._feedforward_dropout"}}`.
+    """
+    reported = _reported.setdefault(model, set())
+    new = {piece: sorted(set(names) - reported) for piece, names in missing.items()}
+    new = {piece: names for piece, names in new.items() if names}
+    if not new:
+        return
+    for names in new.values():
+        reported.update(names)
+    pieces = "; ".join(f"{piece}: {', '.join(names)}" for piece, names in new.items())
+    warnings.warn(
+        f"keras_scl's fast torch step keeps Keras' own code for some pieces of {model.name}, because names it reads "
+        f"are missing in the installed {installed_versions()} ({pieces}). Training is correct, only slower for "
+        "those pieces. Please report it with these versions.",
+        stacklevel=3,
+    )

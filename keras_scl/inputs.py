@@ -1,0 +1,349 @@
+"""What `x` is, and what Keras' `fit`, `evaluate` and `predict` get for it: the one door for a model's inputs.
+
+`SCLClassifier` hands its inputs here once, and gets back the arguments of
+the Keras method to call and which trainer runs it:
+
+- In-memory inputs (lists of strings, tuples of them for sentence pairs,
+  arrays, tensors, dicts of token ids) are tokenised once, not every epoch,
+  and for training batched by `keras_scl.batching.ShuffledBatches` (a new
+  order every epoch on every backend: the batch decides what SCL
+  contrasts). `ClassBalancedBatches` and `ShuffledBatches` given by the
+  user are tokenised once too.
+- A `keras.utils.PyDataset`, a torch `DataLoader` or another iterable of
+  batches is used as given, its text tokenised batch by batch: neither
+  TensorFlow nor grain is needed.
+- A `tf.data` or grain dataset goes through KerasHub's pipeline, which maps
+  the preprocessor over it.
+
+Every check of the inputs lives here, before any work starts.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_scl.batching import InMemoryBatches
+from keras_scl.batching import ShuffledBatches
+from keras_scl.batching import as_arrays
+from keras_scl.batching import num_examples
+from keras_scl.batching import take
+from keras_scl.validation import check_integer
+from keras_scl.validation import check_labels
+from keras_scl.validation import check_number
+
+__all__ = [
+    "ModelInputs",
+    "PreprocessedDataset",
+    "contains_strings",
+    "for_evaluate",
+    "for_fit",
+    "for_predict",
+    "is_in_memory",
+    "is_pipeline_dataset",
+    "preprocess_batch",
+    "preprocess_in_chunks",
+    "preprocessed",
+]
+
+
+@dataclasses.dataclass
+class ModelInputs:
+    """The arguments of a Keras `fit`, `evaluate` or `predict` call, and who runs it.
+
+    Attributes:
+        arguments: Keyword arguments for the call (`x`, `y`, `batch_size`, ...).
+        through_pipeline: Whether KerasHub's pipeline must preprocess `x` (a
+            `tf.data` or grain dataset of text): the KerasHub task's own
+            method runs the call; otherwise `keras.Model`'s.
+    """
+
+    arguments: dict
+    through_pipeline: bool = False
+
+
+def is_pipeline_dataset(x):
+    """A `tf.data` or grain dataset: KerasHub's pipeline maps the preprocessor over it."""
+    return any(cls.__module__.split(".")[0] in ("tensorflow", "grain") for cls in type(x).__mro__)
+
+
+def is_in_memory(x):
+    """Lists, arrays and tensors, or dicts and tuples of them (sentence pairs).
+
+    Example:
+
+    >>> is_in_memory((["a premise"], ["a hypothesis"])), is_in_memory(iter([]))
+    (True, False)
+    """
+    leaves = keras.tree.flatten(as_arrays(x)) if isinstance(x, (dict, tuple)) else [x]
+    return bool(leaves) and all(isinstance(leaf, (list, np.ndarray)) or keras.ops.is_tensor(leaf) for leaf in leaves)
+
+
+def _check_batch_sizes(**sizes):
+    for name, size in sizes.items():
+        if size is not None:
+            check_integer(name, size, 1)
+
+
+def _check_labels_and_weights(x, y, sample_weight):
+    """Text labels, and sample weights that do not match the examples, named before any work starts."""
+    check_labels("y", y)
+    if sample_weight is None or y is None or not is_in_memory(x):
+        return
+    weights = tuple(sample_weight.shape) if keras.ops.is_tensor(sample_weight) else np.shape(sample_weight)
+    examples = num_examples(y)
+    if weights not in ((examples,), (examples, 1)):
+        raise ValueError(
+            f"`sample_weight` must hold one weight per example: shape ({examples},) for {examples} labels. "
+            f"Received: sample_weight of shape {weights}"
+        )
+
+
+def _tokenized(preprocessor, x):
+    """`x` (or the inputs of in-memory batches) with its text run through the preprocessor once."""
+    if isinstance(x, InMemoryBatches):
+        tokens = _tokenized(preprocessor, x.x)
+        return x if tokens is x.x else x.with_inputs(tokens)
+    if preprocessor is None or not contains_strings(x):
+        return x
+    return preprocess_in_chunks(preprocessor, x)
+
+
+def _prepared(preprocessor, x):
+    """`x` as `keras.Model`'s own methods take it: in-memory text tokenised once, datasets batch by batch."""
+    if isinstance(x, InMemoryBatches) or is_in_memory(x):
+        return _tokenized(preprocessor, x)
+    return preprocessed(x, preprocessor)
+
+
+def _through_pipeline(preprocessor, x):
+    return preprocessor is not None and is_pipeline_dataset(x)
+
+
+def _prepared_validation_data(preprocessor, validation_data):
+    if validation_data is None:
+        return None
+    if _through_pipeline(preprocessor, validation_data):
+        raise ValueError(
+            "`validation_data` is a tf.data or grain dataset of text while the training data is not: KerasHub "
+            "maps the preprocessor only over the training data's kind. Give both as the same kind."
+        )
+    if isinstance(validation_data, (list, tuple)) and is_in_memory(validation_data[0]):
+        return (_prepared(preprocessor, validation_data[0]), *validation_data[1:])
+    return _prepared(preprocessor, validation_data)
+
+
+def for_fit(
+    preprocessor,
+    x,
+    y=None,
+    sample_weight=None,
+    batch_size=None,
+    shuffle=True,
+    validation_split=0.0,
+    validation_data=None,
+    validation_batch_size=None,
+):
+    """The inputs of `fit`, as `keras.Model.fit` (or KerasHub's pipeline) takes them.
+
+    In-memory data becomes `ShuffledBatches` of `batch_size` (32 by
+    default), with `validation_split` holding out the last examples as Keras
+    does; the batches shuffle themselves, so Keras' own shuffle is off.
+
+    Example:
+
+    >>> inputs = for_fit(None, np.zeros((10, 4)), np.arange(10) % 2, batch_size=4, validation_split=0.2)
+    >>> type(inputs.arguments["x"]).__name__, len(inputs.arguments["validation_data"][1])
+    ('ShuffledBatches', 2)
+    """
+    _check_batch_sizes(batch_size=batch_size, validation_batch_size=validation_batch_size)
+    check_number("validation_split", validation_split, low=0, high=1, high_open=True)
+    _check_labels_and_weights(x, y, sample_weight)
+    arguments = dict(
+        x=x,
+        y=y,
+        sample_weight=sample_weight,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        validation_split=validation_split,
+        validation_data=validation_data,
+        validation_batch_size=validation_batch_size,
+    )
+    if _through_pipeline(preprocessor, x):
+        return ModelInputs(arguments, through_pipeline=True)
+    arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data)
+    if not (isinstance(x, InMemoryBatches) or is_in_memory(x)):
+        arguments["x"] = preprocessed(x, preprocessor)
+        return ModelInputs(arguments)
+    # `x` shuffles its own batches: Keras would also permute their order.
+    arguments["shuffle"] = False
+    x = _tokenized(preprocessor, x)
+    if not isinstance(x, InMemoryBatches):
+        if validation_split and validation_data is None:  # the last examples, as Keras splits arrays
+            start = num_examples(x) - int(num_examples(x) * validation_split)
+            arguments["validation_data"] = tuple(
+                take(data, slice(start, None)) for data in (x, y, sample_weight) if data is not None
+            )
+            x, y, sample_weight = (take(data, slice(0, start)) for data in (x, y, sample_weight))
+        x = ShuffledBatches(x, y, sample_weight, batch_size=batch_size or 32, shuffle=bool(shuffle))
+        arguments.update(
+            y=None,
+            sample_weight=None,
+            batch_size=None,
+            validation_split=0.0,
+            validation_batch_size=validation_batch_size or batch_size,
+        )
+    arguments["x"] = x
+    return ModelInputs(arguments)
+
+
+def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, cached=False):
+    """The inputs of `evaluate`; `cached`: Keras' `fit` evaluating its cached validation data."""
+    _check_batch_sizes(batch_size=batch_size)
+    _check_labels_and_weights(x, y, sample_weight)
+    arguments = dict(x=x, y=y, sample_weight=sample_weight, batch_size=batch_size)
+    if cached or _through_pipeline(preprocessor, x):
+        return ModelInputs(arguments, through_pipeline=True)
+    arguments["x"] = _prepared(preprocessor, x)
+    return ModelInputs(arguments)
+
+
+def for_predict(preprocessor, x, batch_size=None):
+    """The inputs of `predict` (and `SCLClassifier.embed`)."""
+    _check_batch_sizes(batch_size=batch_size)
+    if _through_pipeline(preprocessor, x):
+        return ModelInputs(dict(x=x, batch_size=batch_size), through_pipeline=True)
+    return ModelInputs(dict(x=_prepared(preprocessor, x), batch_size=batch_size))
+
+
+# --- Tokenising ---------------------------------------------------------------------
+
+
+def _as_lists(x):
+    # KerasHub's tokenizers take lists of strings, not NumPy string arrays.
+    return keras.tree.map_structure(
+        lambda leaf: leaf.tolist() if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "OUS" else leaf,
+        as_arrays(x),
+    )
+
+
+def preprocess_in_chunks(preprocessor, x, chunk_size=1024):
+    """Runs `preprocessor` over in-memory `x` in chunks; NumPy out.
+
+    `x=` by keyword: KerasHub reads a positional tuple as `(x, y)`, and a
+    sentence pair is a tuple too.
+    """
+    x = as_arrays(x)
+    chunks = [
+        keras.tree.map_structure(
+            keras.ops.convert_to_numpy, preprocessor(x=_as_lists(take(x, slice(start, start + chunk_size))))
+        )
+        for start in range(0, num_examples(x), chunk_size)
+    ]
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
+
+
+def contains_strings(data):
+    """Whether `data` (a batch's inputs, any nesting) holds text that a preprocessor must tokenise.
+
+    Example:
+
+    >>> contains_strings((["a premise"], ["a hypothesis"])), contains_strings({"token_ids": np.ones((2, 4))})
+    (True, False)
+    """
+    for leaf in keras.tree.flatten(data):
+        if isinstance(leaf, (str, bytes)):
+            return True
+        if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "OUS":
+            return True
+    return False
+
+
+def preprocess_batch(preprocessor, batch):
+    """`batch` (`x`, `(x, y)` or `(x, y, sample_weight)`) with its text inputs run through `preprocessor`."""
+    if isinstance(batch, list) and contains_strings(batch) and all(isinstance(s, (str, bytes)) for s in batch):
+        batch = (batch,)  # a batch of texts alone, as `predict` takes them
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    if isinstance(x, tuple) and all(isinstance(s, (str, bytes)) for s in x):
+        x = list(x)  # texts, as torch's default collate gives them; a tuple of lists would be sentence pairs
+    if contains_strings(x):
+        x = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=_as_lists(x)))
+    # Always a tuple: Keras reads a DataLoader's batch with `tuple(batch)`, which takes a bare dict's keys.
+    return (x,) if y is None and sample_weight is None else keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+
+class PreprocessedDataset(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` whose batches of text go through a preprocessor as they are served."""
+
+    def __init__(self, dataset, preprocessor):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset, self.preprocessor = dataset, preprocessor
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return preprocess_batch(self.preprocessor, self.dataset[index])
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+def _preprocessed_loader(loader, preprocessor):
+    """A torch `DataLoader` serving `loader`'s batches through `preprocessor` (in this process)."""
+    import torch.utils.data
+
+    class Preprocessed(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return (preprocess_batch(preprocessor, batch) for batch in loader)
+
+        def __len__(self):
+            return len(loader)
+
+    # `batch_size=None`: batches stay as `loader` made them (NumPy becomes tensors).
+    return torch.utils.data.DataLoader(Preprocessed(), batch_size=None, pin_memory=loader.pin_memory)
+
+
+def _is_torch_data_loader(data):
+    classes = type(data).__mro__
+    return any(cls.__module__.startswith("torch.utils.data") and cls.__name__ == "DataLoader" for cls in classes)
+
+
+def preprocessed(data, preprocessor):
+    """Batches of `data` with text tokenised by `preprocessor` as they are served; `data` itself without one.
+
+    `data` is a `keras.utils.PyDataset`, a torch `DataLoader` or any
+    iterable of batches (`x`, `(x, y)` or `(x, y, sample_weight)`). Batches
+    that hold no text pass through as they are.
+
+    Example:
+
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> preprocessor = tiny_roberta_classifier(num_classes=2).preprocessor
+    >>> class Texts(keras.utils.PyDataset):
+    ...     def __len__(self):
+    ...         return 1
+    ...     def __getitem__(self, index):
+    ...         return ["a fine film", "a dull film"], np.array([1, 0])
+    >>> x, y = preprocessed(Texts(), preprocessor)[0]
+    >>> sorted(x), x["token_ids"].shape, y.tolist()
+    (['padding_mask', 'token_ids'], (2, 64), [1, 0])
+    """
+    if preprocessor is None:
+        return data
+    if isinstance(data, keras.utils.PyDataset):
+        return PreprocessedDataset(data, preprocessor)
+    if _is_torch_data_loader(data):
+        return _preprocessed_loader(data, preprocessor)
+    return (preprocess_batch(preprocessor, batch) for batch in data)
