@@ -112,7 +112,12 @@ def main(argv=None):
         args.encoder, task.spec.num_classes, args.sequence_length, texts=train.texts[0].tolist()
     )
     model = SCLClassifier(classifier, scl_weight=args.scl_weight)
-    model.compile(loss=SupervisedContrastiveLoss(temperature=args.temperature), metrics=["sparse_categorical_accuracy"])
+    # No Keras optimizer: the torch optimizer below trains the model through DDP.
+    model.compile(
+        optimizer=None,
+        loss=SupervisedContrastiveLoss(temperature=args.temperature),
+        metrics=["sparse_categorical_accuracy"],
+    )
     token_ids = preprocess_in_chunks(classifier.preprocessor, train.inputs())  # once, not every epoch
     batches = distributed_batches(token_ids, train.labels, args.batch_size, args.seed)
     if rank == 0:

@@ -1,138 +1,18 @@
-"""CE versus CE+SCL fine-tuning under the paper's few-shot protocol (Gunel et al., Table 2).
+"""The main job: CE versus CE+SCL under the paper's few-shot protocol, as `python -m keras_scl.experiments`.
 
-For each task and training-set size N, 10 random training subsamples are
-fine-tuned with CE and with CE+SCL; the test set is half of the task's
-validation split and model selection uses 500 more of its examples. The table
-reports the top 3 of 10 runs by validation accuracy (as the paper does) and
-all 10, with a paired t-test between the losses.
+A thin wrapper, kept for those who run the examples folder; the command line
+is `keras_scl.experiments.cli` (`--help` lists every flag).
 
-Without arguments it runs the embedded default, offline: the `keras_scl_mini`
-tasks shipped in the package and the pretrained MiniLM-L6 of the `minilm`
-extra (or a tiny random RoBERTa where that extra is missing), with settings
-sized for a few minutes on two CPU cores (3 subsamples, top 2, 100
-validation examples: see EMBEDDED below). Name a KerasHub preset or a local
-checkpoint folder with --encoder and the defaults become the paper's: SST-2,
-QNLI and MNLI from TFDS, N = 20, 100, 1000, batch 16, τ = 0.3, λ = 0.9,
-lr 1e-5.
-
-    python examples/few_shot.py                                  # embedded default
+    python examples/few_shot.py                                  # the embedded default, offline
     python examples/few_shot.py --encoder roberta_large_en       # the paper's Table 2
-    python examples/few_shot.py --label-noise 0.2                # noisy training labels
-    python examples/few_shot.py --augmentation back_translations.tsv --sizes 100
-    python examples/few_shot.py --tasks mini/films --sizes 600 --subsamples 1 --save-models --output runs/films
-    python examples/few_shot.py --tasks mini/shops --per-class --sizes 20 \\
-        --init-from 'runs/films/models/mini-films_N600_s0_{loss}.keras'     # transfer
-
-Re-running with the same --output skips the runs already finished, and
-gives the same numbers as an uninterrupted run: every random draw of a run
-derives from --seed, the task, N and the subsample. Every argument is
-checked before anything loads or is written; an error names its flag.
 """
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from keras_scl.experiments import ConfigError  # noqa: E402
-from keras_scl.experiments import ExperimentConfig  # noqa: E402
-from keras_scl.experiments import FolderConflict  # noqa: E402
-from keras_scl.experiments import run_experiment  # noqa: E402
-from keras_scl.experiments.data import TASKS  # noqa: E402
-from keras_scl.experiments.reports import write_reports  # noqa: E402
-
-# The embedded default: small enough for a 2-core machine in minutes.
-EMBEDDED = dict(
-    tasks=("mini/films", "mini/nli"),
-    sizes=(20, 48),
-    num_subsamples=3,
-    top_k=2,
-    epochs=5,
-    learning_rate=2e-4,
-    sequence_length=32,
-    validation_size=100,
-)
-# The paper's setting (Table 2), used when an encoder is named.
-PAPER = dict(
-    tasks=("sst2", "qnli", "mnli"),
-    sizes=(20, 100, 1000),
-    num_subsamples=10,
-    top_k=3,
-    epochs=10,
-    learning_rate=1e-5,
-    sequence_length=128,
-    validation_size=500,
-)
-
-
-# `ExperimentConfig` fields whose flag is not `--` + the field with dashes.
-FLAGS = {"num_subsamples": "--subsamples"}
-
-
-def flag(field):
-    return FLAGS.get(field, "--" + field.replace("_", "-"))
-
-
-def argument_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--encoder",
-        default="embedded",
-        help="'embedded' (default), 'minilm', 'tiny', 'random:roberta_base', 'random:roberta_large', "
-        "a KerasHub preset name, or a local checkpoint folder",
-    )
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="tasks to run")
-    parser.add_argument("--sizes", nargs="+", type=int, help="training-set sizes N")
-    parser.add_argument("--subsamples", dest="num_subsamples", type=int, help="training subsamples per task and N")
-    parser.add_argument("--top-k", type=int, help="runs reported per cell, best by validation accuracy")
-    parser.add_argument("--losses", nargs="+", default=["ce", "ce+scl"], choices=["ce", "ce+scl"])
-    parser.add_argument("--temperature", type=float, default=0.3, help="τ")
-    parser.add_argument("--scl-weight", type=float, default=0.9, help="λ")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--sequence-length", type=int)
-    parser.add_argument("--validation-size", type=int, help="validation examples drawn from the evaluation split")
-    parser.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels flipped")
-    parser.add_argument("--augmentation", help="extra training rows (.jsonl, .csv, .tsv; columns idx and/or label)")
-    parser.add_argument("--per-class", action="store_true", help="N examples per class (the transfer setting)")
-    parser.add_argument("--init-from", help="a saved classifier to fine-tune; '{loss}' is replaced by ce or ce+scl")
-    parser.add_argument("--dtype-policy", help="e.g. mixed_bfloat16 on a GPU")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", help="TFDS data directory")
-    parser.add_argument("--save-models", action="store_true", help="save every run's classifier under models/")
-    parser.add_argument("--projection", default="tsne", choices=["tsne", "pca"], help="for the embedding plots")
-    parser.add_argument("--output", type=Path, default=Path("runs/few_shot"))
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv=None):
-    parser = argument_parser()
-    arguments = vars(parser.parse_args(argv))
-    output, projection, quiet = arguments.pop("output"), arguments.pop("projection"), arguments.pop("quiet")
-    embedded = arguments["encoder"] in ("embedded", "minilm", "tiny") and not arguments["init_from"]
-    top_k_given = arguments["top_k"] is not None
-    for name, value in (EMBEDDED if embedded else PAPER).items():
-        if arguments[name] is None:
-            arguments[name] = value
-    if not top_k_given and isinstance(arguments["num_subsamples"], int):  # the default top k of fewer subsamples
-        arguments["top_k"] = max(1, min(arguments["top_k"], arguments["num_subsamples"]))
-    try:
-        config = ExperimentConfig(**arguments)
-        runs = run_experiment(config, output, progress=not quiet)
-    except ConfigError as error:
-        parser.error(f"argument {flag(error.field)}: {error}")
-    except FolderConflict as error:  # a folder in use, or one that holds other runs
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
-    table = write_reports(runs, output, k=config.top_k, method=projection)
-    print(f"\n{runs[-1]['encoder']}, {len(runs)} runs\n")
-    print(table)
-    print(f"Runs (runs.jsonl, runs.csv), table.md and plots (*.png) are in {output}/")
-    return 0
-
+from keras_scl.experiments.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,6 +5,12 @@ KerasHub text classifiers, callbacks, batching. The paper's experiment
 harness lives apart, in `keras_scl.experiments` (the `experiments` extra).
 """
 
+from keras_scl.startup import tensorflow_start_up_filtered
+
+# KerasHub imports TensorFlow where it is installed: its native start-up lines stay off stderr.
+with tensorflow_start_up_filtered():
+    import keras_hub  # noqa: F401
+
 from keras_scl.batching import ClassBalancedBatches
 from keras_scl.batching import ClassBalancedSampler
 from keras_scl.batching import ShuffledBatches

@@ -6,7 +6,7 @@ import numpy as np
 
 from keras_scl.validation import check_one_of
 
-__all__ = ["plot_embeddings", "project_2d", "require_plot_libraries", "silhouette"]
+__all__ = ["new_figure", "plot_embeddings", "project_2d", "require_plot_libraries", "silhouette"]
 
 PLOT_LIBRARIES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
@@ -19,6 +19,13 @@ def require_plot_libraries(user):
             f"{user} needs {' and '.join(missing)}, which the library does not install by itself: "
             'pip install "keras-scl[plots]"'
         )
+
+
+def new_figure(**kwargs):
+    """A matplotlib `Figure` for a file, made without pyplot: no backend is chosen, no global state is touched."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def project_2d(embeddings, method="tsne", seed=0):
@@ -59,12 +66,8 @@ def plot_embeddings(panels, path, method="tsne", seed=0, label_names=None, title
         title: What the figure shows, after the method's name. Defaults to
             `"test-set embeddings"`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    figure = new_figure(figsize=(4.2 * len(panels), 4))
+    axes = figure.subplots(1, len(panels), squeeze=False)
     for axis, (panel_title, (embeddings, labels)) in zip(axes[0], panels.items(), strict=True):
         points = project_2d(embeddings, method, seed)
         for label in np.unique(labels):
@@ -78,4 +81,3 @@ def plot_embeddings(panels, path, method="tsne", seed=0, label_names=None, title
     figure.suptitle(f"{'t-SNE' if method == 'tsne' else 'PCA'} of {title}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -4,11 +4,17 @@ import sys
 import textwrap
 
 import keras
+import keras_hub
 import numpy as np
 
+from keras_scl.experiments.offline import byte_level_bpe
 from keras_scl.experiments.offline import byte_level_vocabulary
-from keras_scl.experiments.offline import roberta_tokenizer
 from keras_scl.experiments.offline import tiny_roberta_classifier
+
+
+def roberta_tokenizer(texts=None, vocabulary_size=1000):
+    vocabulary, merges = byte_level_bpe(texts, vocabulary_size)
+    return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
 
 
 def test_byte_vocabulary_covers_every_byte_once():

@@ -20,7 +20,10 @@ README = (ROOT / "README.md").read_text()
 
 
 def modules():
+    # `__main__` modules run a job when imported: scripts, not APIs.
     for path in sorted(PACKAGE.rglob("*.py")):
+        if path.stem == "__main__":
+            continue
         name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         yield name, path
 

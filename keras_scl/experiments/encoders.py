@@ -23,10 +23,24 @@ import keras_hub
 
 from keras_scl.experiments.offline import tiny_roberta_classifier
 
-__all__ = ["RANDOM_ROBERTAS", "minilm_path", "text_classifier"]
+__all__ = ["RANDOM_ROBERTAS", "minilm_path", "random_roberta_shape", "text_classifier"]
 
 # name -> (layers, hidden size, heads), as the RoBERTa papers' base and large models.
 RANDOM_ROBERTAS = {"roberta_base": (12, 768, 12), "roberta_large": (24, 1024, 16)}
+
+
+def random_roberta_shape(encoder):
+    """`(layers, hidden size, heads)` of a `"random:..."` encoder name; a ValueError naming the known ones.
+
+    Example:
+
+    >>> random_roberta_shape("random:roberta_base")
+    (12, 768, 12)
+    """
+    size = encoder.removeprefix("random:")
+    if size not in RANDOM_ROBERTAS:
+        raise ValueError(f"Unknown random encoder {encoder!r}. Known: {[f'random:{n}' for n in RANDOM_ROBERTAS]}")
+    return RANDOM_ROBERTAS[size]
 
 
 def minilm_path():
@@ -79,9 +93,7 @@ def text_classifier(encoder, num_classes, sequence_length=128, texts=None, dropo
         description = "MiniLM-L6 (pretrained, all-MiniLM-L6-v2)"
     elif encoder == "tiny" or encoder.startswith("random:"):
         size = encoder.removeprefix("random:")
-        if encoder != "tiny" and size not in RANDOM_ROBERTAS:
-            raise ValueError(f"Unknown random encoder {encoder!r}. Known: {[f'random:{n}' for n in RANDOM_ROBERTAS]}")
-        num_layers, hidden_dim, num_heads = RANDOM_ROBERTAS.get(size, (2, 64, 2))
+        num_layers, hidden_dim, num_heads = (2, 64, 2) if encoder == "tiny" else random_roberta_shape(encoder)
         classifier = tiny_roberta_classifier(
             num_classes,
             texts=texts,

@@ -41,28 +41,20 @@ def byte_level_vocabulary():
     return {token: index for index, token in enumerate(tokens)}
 
 
-def roberta_tokenizer(texts=None, vocabulary_size=1000):
-    """A byte-level BPE `keras_hub.models.RobertaTokenizer` made offline.
+def byte_level_bpe(texts, vocabulary_size):
+    """`(vocabulary, merges)` of a byte-level BPE tokenizer: the fixed ones, or trained on `texts`.
 
-    Args:
-        texts: Texts to train the merges on, with the Hugging Face `tokenizers`
-            library (a dependency of KerasHub). Without texts, the tokenizer
-            has the byte symbols and the few merges of `MERGES`.
-        vocabulary_size: Largest vocabulary to train, special tokens and the
-            256 byte symbols included. Defaults to `1000`.
+    Training uses the Hugging Face `tokenizers` library (a dependency of
+    KerasHub); `keras_hub.models.RobertaTokenizer(vocabulary=..., merges=...)`
+    takes the result.
 
     Example:
 
-    >>> tokenizer = roberta_tokenizer(["a great film", "a dull film"] * 10)
+    >>> vocabulary, merges = byte_level_bpe(["a great film", "a dull film"] * 10, vocabulary_size=300)
+    >>> tokenizer = keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
     >>> tokenizer.id_to_token(int(tokenizer("a great film")[1]))
     'Ġgreat'
     """
-    vocabulary, merges = byte_level_bpe(texts, vocabulary_size)
-    return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
-
-
-def byte_level_bpe(texts, vocabulary_size):
-    """`(vocabulary, merges)`: the fixed ones, or trained on `texts`."""
     if texts is None:
         return byte_level_vocabulary(), list(MERGES)
     from tokenizers import ByteLevelBPETokenizer
@@ -98,7 +90,7 @@ def tiny_roberta_classifier(
 
     Args:
         num_classes: Number of classes.
-        texts: Texts to train the tokenizer on (see `roberta_tokenizer`).
+        texts: Texts to train the tokenizer on (see `byte_level_bpe`).
             Defaults to `None`: byte symbols and a few merges.
         vocabulary_size: Largest vocabulary to train on `texts`. Defaults to
             `1000`.
@@ -150,4 +142,4 @@ def tiny_roberta_classifier(
     )
 
 
-__all__ = ["byte_level_bpe", "byte_level_vocabulary", "roberta_tokenizer", "tiny_roberta_classifier"]
+__all__ = ["byte_level_bpe", "byte_level_vocabulary", "tiny_roberta_classifier"]

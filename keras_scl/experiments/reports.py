@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_scl.experiments.data import top_k as best_by_validation
+from keras_scl.views import new_figure
 from keras_scl.views import plot_embeddings
 
 __all__ = ["markdown_table", "paired_p_value", "plot_accuracy_vs_n", "summarise", "write_csv", "write_reports"]
@@ -133,14 +134,10 @@ def write_csv(runs, path):
 
 def plot_accuracy_vs_n(runs, path, k=3):
     """Test accuracy against N, one panel per task, CE and CE+SCL with top-k std error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     summary = summarise(runs, k)
     tasks = list(dict.fromkeys(run["task"] for run in runs))
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
+    figure = new_figure(figsize=(4 * len(tasks), 3.4))
+    axes = figure.subplots(1, len(tasks), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         for loss, marker in (("ce", "o"), ("ce+scl", "s")):
             points = sorted((n, row) for (name, n, kind), row in summary.items() if (name, kind) == (task, loss))
@@ -161,7 +158,6 @@ def plot_accuracy_vs_n(runs, path, k=3):
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def write_reports(runs, output, k=3, method="tsne"):
