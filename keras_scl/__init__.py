@@ -15,22 +15,30 @@ from keras_scl.batching import ClassBalancedBatches
 from keras_scl.batching import ClassBalancedSampler
 from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import class_balanced_dataset
+from keras_scl.callbacks import BestWeights
 from keras_scl.callbacks import EmbeddingView
+from keras_scl.callbacks import LinearProbe
 from keras_scl.callbacks import ParamScheduler
+from keras_scl.heads import MeanPooledTextClassifier
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import supervised_contrastive_loss
 from keras_scl.models import SCLClassifier
+from keras_scl.recipe import few_shot_recipe
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "BestWeights",
     "ClassBalancedBatches",
     "ClassBalancedSampler",
     "EmbeddingView",
+    "LinearProbe",
+    "MeanPooledTextClassifier",
     "ParamScheduler",
     "SCLClassifier",
     "SupervisedContrastiveLoss",
     "ShuffledBatches",
     "class_balanced_dataset",
+    "few_shot_recipe",
     "supervised_contrastive_loss",
 ]

@@ -1,4 +1,4 @@
-"""Callbacks for SCL fine-tuning: schedules for λ, τ and other settings, and views of the embedding space.
+"""Callbacks for SCL fine-tuning: schedules for λ, τ and other settings, embedding views, the few-shot recipe's pieces.
 
 A callback cannot change the loss a compiled step computes, but it can move
 the `keras.Variable`s that loss reads: `SCLClassifier` keeps λ
@@ -21,7 +21,7 @@ from keras_scl.views import plot_embeddings
 from keras_scl.views import require_plot_libraries
 from keras_scl.views import silhouette
 
-__all__ = ["EmbeddingView", "ParamScheduler"]
+__all__ = ["BestWeights", "EmbeddingView", "LinearProbe", "ParamScheduler"]
 
 UNITS = ("epoch", "step")
 
@@ -293,3 +293,117 @@ class EmbeddingView(keras.callbacks.Callback):
             "seed": self.seed,
             "log_name": self.log_name,
         }
+
+
+class LinearProbe(keras.callbacks.Callback):
+    """Before training, fits the head of the model's classifier on the frozen encoder's features (linear probing).
+
+    Then fine-tuning starts from a head that already separates the classes,
+    as a frozen-encoder probe does, instead of from random weights that make
+    the first steps pull the pretrained features towards noise (LP-FT,
+    Kumar et al. 2022). In the spirit of fastai's `fine_tune` (the head
+    first, then everything), with no freezing: the probe is a softmax
+    regression solved on the features (`keras_scl.probe`), and logs its
+    training accuracy as `probe_accuracy` in the first epoch's logs.
+
+    Args:
+        x: The training inputs, as `model.predict` takes them.
+        y: Their labels: class ids or one-hot rows.
+        l2: The probe's penalty (see `keras_scl.probe.softmax_regression`).
+            Defaults to `None`: `1 / n`, scikit-learn's default.
+
+    Example:
+
+    >>> from keras_scl import SCLClassifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
+    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
+    >>> model.compile(optimizer=keras.optimizers.AdamW(0.0))
+    >>> probe = LinearProbe(texts, labels)
+    >>> history = model.fit(texts, labels, epochs=1, verbose=0, callbacks=[probe])
+    >>> history.history["probe_accuracy"] == [probe.accuracy]
+    True
+    """
+
+    def __init__(self, x, y, l2=None):
+        super().__init__()
+        self.x, self.y, self.l2 = x, y, l2
+        self.accuracy = None
+
+    def on_train_begin(self, logs=None):
+        from keras_scl.probe import fit_linear_head
+
+        classifier = getattr(self.model, "classifier", self.model)
+        self.accuracy = fit_linear_head(classifier, self.x, self.y, l2=self.l2)
+        self._logged = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and not self._logged:
+            logs["probe_accuracy"] = self.accuracy
+            self._logged = True
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the best epoch by a validation metric, the start included, and restores them at the end.
+
+    Keras' `EarlyStopping(restore_best_weights=True)` compares epochs only:
+    with `validation_data` this also evaluates the weights training starts
+    from (e.g. a `LinearProbe`'s head, listed before it), so that a run that
+    only overfits ends where it started. Ties keep the earlier weights (fewer
+    steps). The best epoch is `best_epoch` (`-1`: the start) and logged.
+
+    Args:
+        monitor: The metric, as `fit` logs it. Defaults to `"val_accuracy"`.
+        mode: `"max"` or `"min"`. Defaults to `"max"`.
+        validation_data: `(x, y)` to evaluate the start on, as `fit`'s
+            `validation_data`; `None` compares the epochs only. Defaults to
+            `None`.
+
+    Example:
+
+    >>> from keras_scl import SCLClassifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
+    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
+    >>> model.compile(optimizer="adam")
+    >>> best = BestWeights(validation_data=(texts, labels))
+    >>> history = model.fit(texts, labels, epochs=3, validation_data=(texts, labels), verbose=0, callbacks=[best])
+    >>> best.best_epoch >= -1, best.best == max([best.start, *history.history["val_accuracy"]])
+    (True, True)
+    """
+
+    def __init__(self, monitor="val_accuracy", mode="max", validation_data=None):
+        super().__init__()
+        check_one_of("mode", mode, ("max", "min"))
+        self.monitor, self.mode, self.validation_data = monitor, mode, validation_data
+        self.best = self.start = None
+        self.best_epoch = None
+        self._weights = None
+
+    def _better(self, value):
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self._weights = None, None, None
+        if self.validation_data is not None:
+            x, y = self.validation_data[:2]
+            results = self.model.evaluate(x, y, verbose=0, return_dict=True)
+            self.start = float(results[self.monitor.removeprefix("val_")])
+            self.best, self.best_epoch, self._weights = self.start, -1, self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or self.monitor not in logs:
+            raise ValueError(
+                f"BestWeights monitors {self.monitor!r}, which fit did not log (give fit `validation_data`). "
+                f"Logged: {sorted(logs or {})}"
+            )
+        value = float(logs[self.monitor])
+        if self._better(value):
+            self.best, self.best_epoch, self._weights = value, epoch, self.model.get_weights()
+        logs["best_epoch"] = self.best_epoch
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)

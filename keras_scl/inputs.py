@@ -129,7 +129,7 @@ def _prepared_validation_data(preprocessor, validation_data):
             "maps the preprocessor only over the training data's kind. Give both as the same kind."
         )
     if isinstance(validation_data, (list, tuple)) and is_in_memory(validation_data[0]):
-        return (_prepared(preprocessor, validation_data[0]), *validation_data[1:])
+        return (_prepared(preprocessor, validation_data[0]), *(as_arrays(data) for data in validation_data[1:]))
     return _prepared(preprocessor, validation_data)
 
 
@@ -204,7 +204,8 @@ def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, c
     arguments = dict(x=x, y=y, sample_weight=sample_weight, batch_size=batch_size)
     if cached or _through_pipeline(preprocessor, x):
         return ModelInputs(arguments, through_pipeline=True)
-    arguments["x"] = _prepared(preprocessor, x)
+    # Lists of labels and weights as arrays: Keras reads a list beside dict inputs as an unknown type.
+    arguments.update(x=_prepared(preprocessor, x), y=as_arrays(y), sample_weight=as_arrays(sample_weight))
     return ModelInputs(arguments)
 
 

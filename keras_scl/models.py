@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_scl import inputs
 from keras_scl.distributed import world_size
+from keras_scl.heads import MeanPooledTextClassifier
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
 from keras_scl.memory import LabelledMemory
@@ -248,7 +249,7 @@ class SCLClassifier(keras_hub.models.Task):
         return self._memory.contents()
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
+    def from_preset(cls, preset, load_weights=True, pooling=None, **kwargs):
         """Builds the KerasHub text classifier of a preset and wraps it.
 
         Args:
@@ -257,6 +258,12 @@ class SCLClassifier(keras_hub.models.Task):
                 `keras_hub.models.TextClassifier.from_preset` takes it.
             load_weights: Whether to load the preset's weights. Defaults to
                 `True`.
+            pooling: What the head reads: `None`, the preset classifier's
+                own head (RoBERTa's and BERT's read the start token), or
+                `"mean"`, the L2-normalised masked mean of the final hidden
+                states (a `keras_scl.MeanPooledTextClassifier`: the sentence
+                embedding of sentence-transformers such as MiniLM).
+                Defaults to `None`.
             **kwargs: The arguments of `SCLClassifier` (`scl_weight`,
                 `embedding`, ...) go to the wrapper; the others to the
                 classifier, e.g. `num_classes=2`, `preprocessor=...`.
@@ -271,10 +278,16 @@ class SCLClassifier(keras_hub.models.Task):
         >>> type(model.classifier).__name__, model.scl_weight
         ('RobertaTextClassifier', 0.5)
         """
+        check_one_of("pooling", pooling, (None, "mean"))
         wrapper_arguments = set(inspect.signature(cls.__init__).parameters) - {"self", "classifier", "kwargs"}
         wrapper = {key: kwargs.pop(key) for key in list(kwargs) if key in wrapper_arguments}
         preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
         classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
+        if pooling == "mean" and not isinstance(classifier, MeanPooledTextClassifier):
+            head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
+            classifier = MeanPooledTextClassifier(
+                classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head
+            )
         return cls(classifier, **wrapper)
 
     def save_to_preset(self, preset_dir, **kwargs):

@@ -2,10 +2,13 @@
 
 import keras
 
-__all__ = ["EMBEDDINGS", "reads_logits", "tap"]
+from keras_scl.heads import MeanPooling
 
-# Where the embedding is taken: the start token's final hidden state (the paper), or the head's feature.
-EMBEDDINGS = ("cls", "pooled")
+__all__ = ["EMBEDDINGS", "linear_head", "reads_logits", "tap"]
+
+# Where the embedding is taken: the start token's final hidden state (the paper), the masked mean of
+# the final hidden states (what sentence-transformers were trained on), or the head's feature.
+EMBEDDINGS = ("cls", "mean", "pooled")
 
 
 def _cannot_tap(classifier, reason):
@@ -28,23 +31,23 @@ def _sequence_output(classifier, backbone_outputs):
     return backbone_outputs
 
 
-def tap(classifier, embedding):
-    """Re-runs the classifier's graph on its own layers and returns
-    `(inputs, logits, embedding)`: symbolic tensors of one forward pass.
+def _traced(classifier):
+    """`(graph, backbone output, producers)`: the classifier's graph run again on its own layers, traced.
 
     `keras.models.clone_model` with the identity as `clone_function` calls the
     classifier's layers again on new inputs (so the weights are shared) and
     lets `call_function` see every layer call on the way: that is where the
     backbone's output, and the feature the output layer reads, are picked up.
     (`classifier.backbone.output` would not do: it belongs to the backbone's
-    own graph, not to the classifier's.)
+    own graph, not to the classifier's.) `producers` maps the id of each
+    output tensor to `(the layer that made it, that layer's first input)`.
     """
     backbone = getattr(classifier, "backbone", None)
     if not isinstance(classifier, keras.Model) or backbone is None:
         raise _cannot_tap(classifier, "it is not a KerasHub task model with a `backbone`")
 
     backbone_outputs = []
-    producers = {}  # id of an output tensor -> (layer, its first input)
+    producers = {}
 
     def call_function(layer, *args, **kwargs):
         outputs = layer(*args, **kwargs)
@@ -60,20 +63,55 @@ def tap(classifier, embedding):
         raise _cannot_tap(classifier, str(error)) from error
     if len(backbone_outputs) != 1:
         raise _cannot_tap(classifier, f"its backbone is called {len(backbone_outputs)} times in its graph, not once")
-    logits = graph.output
+    return graph, backbone_outputs[0], producers
 
+
+def _head_input(classifier, graph, producers):
+    """The feature the output layer reads, before the head's dropout: RoBERTa's `pooled_dense` output,
+    BERT's `pooled_output`, a `MeanPooledTextClassifier`'s sentence embedding."""
+    _, features = producers[id(graph.output)]
+    while isinstance(producers.get(id(features), (None,))[0], keras.layers.Dropout):
+        _, features = producers[id(features)]
+    if features is None or len(features.shape) != 2:
+        raise _cannot_tap(classifier, "its output layer does not read a (batch, dim) feature")
+    return features
+
+
+def tap(classifier, embedding):
+    """`(inputs, logits, embedding)`: symbolic tensors of one forward pass of the classifier on its own layers.
+
+    `embedding`: `"cls"`, the final hidden state of the start token (the
+    paper); `"mean"`, the mean of the final hidden states over the tokens
+    that are not padding (what sentence-transformers were trained on); or
+    `"pooled"`, the feature the classifier's output layer reads.
+    """
+    graph, backbone_outputs, producers = _traced(classifier)
+    backbone = classifier.backbone
+    if embedding == "pooled":
+        return graph.input, graph.output, _head_input(classifier, graph, producers)
+    sequence = _sequence_output(classifier, backbone_outputs)
     if embedding == "cls":
-        sequence = _sequence_output(classifier, backbone_outputs[0])
         features = sequence[:, getattr(backbone, "start_token_index", 0), :]
     else:
-        # The input of the output layer, before the head's dropout: RoBERTa's
-        # `pooled_dense` output, BERT's `pooled_output`.
-        _, features = producers[id(logits)]
-        while isinstance(producers.get(id(features), (None,))[0], keras.layers.Dropout):
-            _, features = producers[id(features)]
-        if features is None or len(features.shape) != 2:
-            raise _cannot_tap(classifier, "its output layer does not read a (batch, dim) feature")
-    return graph.input, logits, features
+        if not isinstance(graph.input, dict) or "padding_mask" not in graph.input:
+            raise _cannot_tap(classifier, "its inputs have no `padding_mask` to take the mean over")
+        pooling = MeanPooling(dtype=backbone.dtype_policy, name="embedding_mean_pooling")
+        features = pooling(sequence, graph.input["padding_mask"])
+    return graph.input, graph.output, features
+
+
+def linear_head(classifier):
+    """`(features, head)`: a model from the classifier's inputs to what its output layer reads, and that layer.
+
+    For a linear probe of the head on the frozen encoder (see
+    `keras_scl.probe`). The layers are the classifier's own. A head that is
+    not one `keras.layers.Dense` is refused by name.
+    """
+    graph, _, producers = _traced(classifier)
+    head, _ = producers[id(graph.output)]
+    if type(head) is not keras.layers.Dense or head.bias is None:
+        raise _cannot_tap(classifier, f"its output layer is {head.name!r}, not one Dense layer with a bias to probe")
+    return keras.Model(graph.input, _head_input(classifier, graph, producers)), head
 
 
 def reads_logits(classifier):

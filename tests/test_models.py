@@ -284,8 +284,8 @@ def test_bad_scl_weight_is_rejected(scl_weight):
 
 
 def test_bad_embedding_is_rejected():
-    with pytest.raises(ValueError, match="embedding='mean'"):
-        SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False), embedding="mean")
+    with pytest.raises(ValueError, match="embedding='avg'"):
+        SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False), embedding="avg")
 
 
 # --- Saving ------------------------------------------------------------------

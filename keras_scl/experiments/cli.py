@@ -37,14 +37,23 @@ from keras_scl.experiments.data import TASKS
 from keras_scl.experiments.runner import FolderConflict
 from keras_scl.experiments.runner import run_experiment
 from keras_scl.experiments.settings import EMBEDDED_DEFAULTS
+from keras_scl.experiments.settings import EMBEDDED_PAPER_DEFAULTS
+from keras_scl.experiments.settings import FEW_SHOT_DEFAULTS
+from keras_scl.experiments.settings import FILE_DEFAULTS
 from keras_scl.experiments.settings import NAMED_ENCODERS
+from keras_scl.experiments.settings import RECIPES
 from keras_scl.experiments.settings import ConfigError
 from keras_scl.experiments.settings import ExperimentConfig
 
 __all__ = ["argument_parser", "flag", "main"]
 
 # `ExperimentConfig` fields whose flag is not `--` + the field with dashes.
-FLAGS = {"num_subsamples": "--subsamples"}
+FLAGS = {
+    "num_subsamples": "--subsamples",
+    "train_file": "--train",
+    "test_file": "--test",
+    "text_columns": "--text-column",
+}
 
 
 def flag(field):
@@ -70,13 +79,25 @@ def argument_parser():
         help=f"{', '.join(map(repr, NAMED_ENCODERS))} (default: embedded), 'random:roberta_base', "
         "'random:roberta_large', a KerasHub preset name, or a local checkpoint folder",
     )
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="tasks to run")
+    parser.add_argument("--train", dest="train_file", help="your labelled data: a .csv, .tsv or .jsonl file")
+    parser.add_argument("--test", dest="test_file", help="its test set (default: a stratified 30%% of --train)")
+    parser.add_argument(
+        "--text-column", dest="text_columns", nargs="+", help="the text column (two for pairs); default: text"
+    )
+    parser.add_argument("--label-column", help="the label column (strings or ids); default: label")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="built-in tasks to run")
     parser.add_argument("--sizes", nargs="+", type=int, help="training-set sizes N")
     parser.add_argument("--subsamples", dest="num_subsamples", type=int, help="training subsamples per task and N")
     parser.add_argument("--top-k", type=int, help="runs reported per cell, best by validation accuracy")
     parser.add_argument("--losses", nargs="+", choices=["ce", "ce+scl"])
-    parser.add_argument("--temperature", type=float, help="τ")
-    parser.add_argument("--scl-weight", type=float, help="λ")
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="few_shot (default: keras_scl.few_shot_recipe) or paper (the paper's fine-tuning, for reproductions)",
+    )
+    parser.add_argument("--steps", type=int, help="the few-shot recipe's optimizer steps (default: from N)")
+    parser.add_argument("--temperature", nargs="+", type=float, help="τ, or a grid of τ to choose from")
+    parser.add_argument("--scl-weight", nargs="+", type=float, help="λ, or a grid of λ to choose from")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -84,7 +105,8 @@ def argument_parser():
     parser.add_argument("--validation-size", type=int, help="validation examples drawn from the evaluation split")
     parser.add_argument("--label-noise", type=float, help="fraction of training labels flipped")
     parser.add_argument("--augmentation", help="extra training rows (.jsonl, .csv, .tsv; columns idx and/or label)")
-    parser.add_argument("--per-class", action="store_true", default=None, help="N examples per class (transfer)")
+    parser.add_argument("--per-class", action="store_true", default=None, help="N examples per class")
+    parser.add_argument("--balanced", action="store_true", default=None, help="N shared evenly by the classes")
     parser.add_argument("--init-from", help="a saved classifier to fine-tune; '{loss}' is replaced by ce or ce+scl")
     parser.add_argument("--dtype-policy", help="e.g. mixed_bfloat16 on a GPU")
     parser.add_argument("--seed", type=int)
@@ -97,10 +119,22 @@ def argument_parser():
 
 
 def _settings(arguments):
-    """The `ExperimentConfig` arguments: the flags given, then the embedded or the paper's defaults."""
+    """The `ExperimentConfig` arguments: the flags given, then the defaults of what they name.
+
+    The few-shot recipe (its learning rate and its grid of τ and λ) unless
+    `--recipe paper`; the embedded data where no encoder, checkpoint or file
+    is named; N per class for a user's file; the paper's settings (the
+    `ExperimentConfig` defaults) for everything else.
+    """
     given = {name: value for name, value in arguments.items() if value is not None}
+    recipe = given.setdefault("recipe", "few_shot")
     embedded = given.get("encoder", "embedded") in NAMED_ENCODERS and not given.get("init_from")
-    settings = {**(EMBEDDED_DEFAULTS if embedded else {}), **given}
+    defaults = dict(FEW_SHOT_DEFAULTS) if recipe == "few_shot" else {}
+    if given.get("train_file"):
+        defaults.update(FILE_DEFAULTS)
+    elif embedded:
+        defaults.update(EMBEDDED_DEFAULTS, **(EMBEDDED_PAPER_DEFAULTS if recipe == "paper" else {}))
+    settings = {**defaults, **given}
     if "top_k" not in given and isinstance(settings.get("num_subsamples"), int):
         # The default top k of fewer subsamples.
         default_top_k = settings.get("top_k", ExperimentConfig.top_k)

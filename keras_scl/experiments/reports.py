@@ -19,7 +19,60 @@ from keras_scl.experiments.data import top_k as best_by_validation
 from keras_scl.views import new_figure
 from keras_scl.views import plot_embeddings
 
-__all__ = ["markdown_table", "paired_p_value", "plot_accuracy_vs_n", "summarise", "write_csv", "write_reports"]
+__all__ = [
+    "markdown_table",
+    "paired_p_value",
+    "plot_accuracy_vs_n",
+    "select_grid",
+    "summarise",
+    "write_csv",
+    "write_reports",
+]
+
+
+def select_grid(runs):
+    """Per (task, N), the CE+SCL runs of the (τ, λ) with the best mean validation accuracy, as the paper chose.
+
+    Ties go to the earlier (τ, λ) in the order the runs were made (τ first,
+    then λ, as the grid is given). Runs without τ and λ (a single setting)
+    form one candidate.
+
+    Returns:
+        `(selected, choices)`: the CE runs and the chosen CE+SCL runs; and
+        `{(task, n): {"temperature", "scl_weight", "val_accuracy", "candidates"}}`
+        with the mean validation accuracy of each candidate.
+
+    Example:
+
+    >>> runs = [{"task": "t", "n": 20, "loss": "ce+scl", "subsample": s, "temperature": t, "scl_weight": 0.9,
+    ...          "val_accuracy": v, "test_accuracy": v} for s in (0, 1) for t, v in ((0.1, 0.6), (0.3, 0.7))]
+    >>> selected, choices = select_grid(runs)
+    >>> choices[("t", 20)]["temperature"], len(selected)
+    (0.3, 2)
+    """
+    candidates = {}
+    for run in runs:
+        if run["loss"] == "ce+scl":
+            key = (run["task"], run["n"])
+            candidates.setdefault(key, {}).setdefault((run.get("temperature"), run.get("scl_weight")), []).append(run)
+    choices = {}
+    for key, groups in candidates.items():
+        means = {pair: float(np.mean([run["val_accuracy"] for run in group])) for pair, group in groups.items()}
+        best = max(means, key=lambda pair: means[pair])  # the first of equal ones
+        choices[key] = {
+            "temperature": best[0],
+            "scl_weight": best[1],
+            "val_accuracy": means[best],
+            "candidates": {f"τ={pair[0]}, λ={pair[1]}": mean for pair, mean in means.items()},
+        }
+    selected = [
+        run
+        for run in runs
+        if run["loss"] != "ce+scl"
+        or (run.get("temperature"), run.get("scl_weight"))
+        == (choices[(run["task"], run["n"])]["temperature"], choices[(run["task"], run["n"])]["scl_weight"])
+    ]
+    return selected, choices
 
 
 def _groups(runs):
@@ -96,8 +149,10 @@ def markdown_table(runs, k=3):
     """The paper's Table 2 for these runs: rows N × loss, a column per task, then the p-values.
 
     Two tables: the top `k` runs by validation accuracy, and all runs; test
-    accuracy in %, mean ± std.
+    accuracy in %, mean ± std. CE+SCL is the (τ, λ) `select_grid` chose, and
+    a third table says which.
     """
+    runs, choices = select_grid(runs)
     summary = summarise(runs, k)
     tasks = list(dict.fromkeys(run["task"] for run in runs))
     sizes = sorted({run["n"] for run in runs})
@@ -119,6 +174,21 @@ def markdown_table(runs, k=3):
                 lines.append(
                     f"| {n} | p (paired t) | " + " | ".join("–" if math.isnan(p) else f"{p:.3g}" for p in values) + " |"
                 )
+        lines.append("")
+    if choices:
+        lines += [
+            "CE+SCL's τ and λ, chosen per task and N by mean validation accuracy over the subsamples "
+            "(the candidates' means in brackets).",
+            "",
+            "| task | N | τ | λ | validation accuracy (%) |",
+            "|---|---|---|---|---|",
+        ]
+        for (task, n), choice in sorted(choices.items(), key=lambda item: (tasks.index(item[0][0]), item[0][1])):
+            others = ", ".join(f"{name}: {100 * mean:.1f}" for name, mean in choice["candidates"].items())
+            lines.append(
+                f"| {task} | {n} | {choice['temperature']} | {choice['scl_weight']} | "
+                f"{100 * choice['val_accuracy']:.1f} ({others}) |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -170,9 +240,19 @@ def write_reports(runs, output, k=3, method="tsne"):
     write_csv(runs, output / "runs.csv")
     table = markdown_table(runs, k)
     (output / "table.md").write_text(table)
-    plot_accuracy_vs_n(runs, output / "accuracy_vs_n.png", k)
+    selected, choices = select_grid(runs)
+    plot_accuracy_vs_n(selected, output / "accuracy_vs_n.png", k)
+    chosen = {
+        f"{task.replace('/', '-').replace(':', '-')}_N{n}": (choice["temperature"], choice["scl_weight"])
+        for (task, n), choice in choices.items()
+    }
     for ce_path in sorted((output / "embeddings").glob("*_ce.npz")):
-        scl_path = ce_path.with_name(ce_path.name.replace("_ce.npz", "_ce+scl.npz"))
+        prefix = ce_path.name.removesuffix("_ce.npz")
+        temperature, scl_weight = chosen.get(prefix, (None, None))
+        # A grid's runs name their τ and λ; a single setting's do not.
+        scl_path = ce_path.with_name(f"{prefix}_ce+scl_t{temperature}_l{scl_weight}.npz")
+        if not scl_path.exists():
+            scl_path = ce_path.with_name(f"{prefix}_ce+scl.npz")
         if scl_path.exists():
             panels, label_names = {}, None
             for title, file in (("CE", ce_path), ("CE+SCL", scl_path)):

@@ -40,22 +40,61 @@ from keras_scl.experiments.data import few_shot_splits
 from keras_scl.experiments.data import flip_labels
 from keras_scl.experiments.data import load_task
 from keras_scl.experiments.data import read_rows
+from keras_scl.experiments.data.files import file_task
 from keras_scl.experiments.encoders import text_classifier
 from keras_scl.experiments.settings import LOSSES
 from keras_scl.experiments.settings import ConfigError
 from keras_scl.experiments.settings import ExperimentConfig
+from keras_scl.heads import MeanPooledTextClassifier
 from keras_scl.inputs import preprocess_in_chunks
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
+from keras_scl.recipe import few_shot_recipe
 
-__all__ = ["LOSSES", "ExperimentConfig", "FolderConflict", "derived_seed", "read_runs", "run_experiment", "run_key"]
+__all__ = [
+    "LOSSES",
+    "ExperimentConfig",
+    "FolderConflict",
+    "derived_seed",
+    "load_experiment_task",
+    "read_runs",
+    "record_key",
+    "run_experiment",
+    "run_key",
+]
 
 RUNS_FILE = "runs.jsonl"
 LOCK_FILE = ".lock"
 
 
-def run_key(task, n, subsample, loss):
-    return f"{task}|{n}|{subsample}|{loss}"
+def run_key(task, n, subsample, loss, temperature=None, scl_weight=None):
+    """What identifies a run in a folder: the task, N, the subsample, the loss, and τ and λ of a CE+SCL run.
+
+    Example:
+
+    >>> run_key("sst2", 20, 3, "ce"), run_key("sst2", 20, 3, "ce+scl", 0.3, 0.9)
+    ('sst2|20|3|ce', 'sst2|20|3|ce+scl|0.3|0.9')
+    """
+    if loss == "ce":
+        return f"{task}|{n}|{subsample}|{loss}"
+    return f"{task}|{n}|{subsample}|{loss}|{temperature}|{scl_weight}"
+
+
+def record_key(run, config):
+    """`run_key` of a run record; a record written before grids (no τ or λ in it) has the config's values."""
+    temperature = run.get("temperature", config.temperature[0])
+    scl_weight = run.get("scl_weight", config.scl_weight[0])
+    return run_key(run["task"], run["n"], run["subsample"], run["loss"], temperature, scl_weight)
+
+
+def _slug(name):
+    # A task's name in file names: `mini/films` -> `mini-films`, `file:reviews` -> `file-reviews`.
+    return name.replace("/", "-").replace(":", "-")
+
+
+def _variant(config, loss, temperature, scl_weight):
+    """The file-name suffix of a run's loss: with τ and λ for CE+SCL where the grid has more than one pair."""
+    return loss if loss == "ce" or len(config.grid) == 1 else f"{loss}_t{temperature}_l{scl_weight}"
 
 
 class FolderConflict(ValueError):
@@ -175,8 +214,13 @@ def _check_resumable(config, output):
     path = output / "config.json"
     if path.exists():
         previous = json.loads(path.read_text())
+        # As JSON keeps them (tuples as lists); a setting older folders lack has its default there.
+        defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
+        now = json.loads(json.dumps(config.defining()))
         changed = {
-            key: (previous.get(key), value) for key, value in config.defining().items() if previous.get(key) != value
+            key: (previous.get(key, defaults.get(key)), value)
+            for key, value in now.items()
+            if previous.get(key, defaults.get(key)) != value
         }
         if changed and (output / RUNS_FILE).exists() and read_runs(output):
             raise FolderConflict(
@@ -222,6 +266,11 @@ class _TaskRunner:
                     sequence_length=self.config.sequence_length,
                     texts=np.concatenate(self.task.train.texts).tolist(),
                 )
+                if self.config.recipe == "few_shot":  # the head on the sentence embedding
+                    classifier = MeanPooledTextClassifier(
+                        classifier.backbone, self.task.spec.num_classes, preprocessor=classifier.preprocessor
+                    )
+                    description += ", mean-pooled head"
             num_outputs = classifier.output_shape[-1]
             if num_outputs != self.task.spec.num_classes:
                 raise ValueError(
@@ -234,8 +283,12 @@ class _TaskRunner:
             self.classifiers[source] = (classifier, preprocessor, classifier.get_weights(), encoder)
         return self.classifiers[source]
 
-    def run(self, loss, n, subsample, train, validation, test, keep_embeddings):
-        """Trains one model; returns the run's record (and the test embeddings when asked)."""
+    def run(self, variant, n, subsample, train, validation, test, keep_embeddings):
+        """Trains one model; returns the run's record (and the test embeddings when asked).
+
+        `variant`: `(loss, τ, λ)`, with τ and λ `None` for CE.
+        """
+        loss, temperature, scl_weight = variant
         config = self.config
         classifier, preprocessor, initial_weights, encoder = self.classifier(loss)
         classifier.set_weights(initial_weights)
@@ -246,25 +299,45 @@ class _TaskRunner:
         generators = [variable for variable in classifier.variables if variable.name == "seed_generator_state"]
         for number, state in enumerate(generators):
             state.assign(np.array([derived_seed(seed, number), 0], dtype=keras.backend.standardize_dtype(state.dtype)))
-        model = SCLClassifier(classifier, scl_weight=0.0 if loss == "ce" else config.scl_weight)
+        few_shot = config.recipe == "few_shot"
+        model = SCLClassifier(
+            classifier, scl_weight=scl_weight or 0.0, embedding="mean" if few_shot and not config.init_from else "cls"
+        )
         model.compile(
             optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
-            loss=SupervisedContrastiveLoss(temperature=config.temperature),
+            loss=SupervisedContrastiveLoss(temperature=temperature or config.temperature[0]),
             metrics=["sparse_categorical_accuracy"],
         )
         features, labels = train
         start = time.perf_counter()
-        history = model.fit(features, labels, batch_size=config.batch_size, epochs=config.epochs, verbose=0)
+        if few_shot:
+            history = few_shot_recipe(
+                model,
+                features,
+                labels,
+                validation_data=validation,
+                steps=config.steps,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                weight_decay=config.weight_decay,
+            )
+            steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        else:
+            history = model.fit(features, labels, batch_size=config.batch_size, epochs=config.epochs, verbose=0)
+            steps = config.epochs * -(-len(labels) // config.batch_size)
         train_seconds = time.perf_counter() - start
         record = {
             "task": self.task.name,
             "n": n,
             "subsample": subsample,
             "loss": loss,
+            **({} if loss == "ce" else {"temperature": temperature, "scl_weight": scl_weight}),
             **encoder,
+            "label_names": list(self.task.spec.labels),
             "train_examples": len(labels),
+            "train_steps": steps,
             "train_seconds": round(train_seconds, 2),
-            "examples_per_second": round(len(labels) * config.epochs / train_seconds, 1),
+            "examples_per_second": round(steps * config.batch_size / train_seconds, 1),
             **{f"final_{name}": round(float(values[-1]), 5) for name, values in history.history.items()},
         }
         for split, (split_features, split_labels) in (("val", validation), ("test", test)):
@@ -274,7 +347,8 @@ class _TaskRunner:
         embeddings = model.embed(test[0], batch_size=64, verbose=0).astype("float32") if keep_embeddings else None
         if config.save_models:
             classifier.preprocessor = preprocessor
-            path = self.output / "models" / f"{self.task.name.replace('/', '-')}_N{n}_s{subsample}_{loss}.keras"
+            name = f"{_slug(self.task.name)}_N{n}_s{subsample}_{_variant(config, *variant)}.keras"
+            path = self.output / "models" / name
             path.parent.mkdir(exist_ok=True)
             classifier.save(path)
             classifier.preprocessor = None
@@ -317,22 +391,40 @@ def run_experiment(config, output, progress=True):
         raise
 
 
-def _run_plan(config, output, progress):
-    augmentation = read_rows(config.augmentation) if config.augmentation else None
-    done = {run_key(run["task"], run["n"], run["subsample"], run["loss"]) for run in read_runs(output)}
-    plan = [
-        (task, n, subsample, loss)
-        for task in config.tasks
+def _plan(config):
+    """Every run of the experiment: `(task, n, subsample, (loss, τ, λ))`, CE+SCL once per (τ, λ) of the grid."""
+    variants = [
+        variant
+        for loss in config.losses
+        for variant in ([("ce", None, None)] if loss == "ce" else [("ce+scl", *pair) for pair in config.grid])
+    ]
+    return [
+        (task, n, subsample, variant)
+        for task in config.task_names
         for n in config.sizes
         for subsample in range(config.num_subsamples)
-        for loss in config.losses
+        for variant in variants
     ]
-    todo = [item for item in plan if run_key(*item) not in done]
+
+
+def load_experiment_task(config, task_name):
+    """The `Task` an experiment runs: a user's files (`train_file`) or a task of `TASKS`."""
+    if config.train_file:
+        columns = (config.text_columns, config.label_column)
+        return file_task(config.train_file, config.test_file, *columns, seed=config.seed)
+    return load_task(task_name, data_dir=config.data_dir)
+
+
+def _run_plan(config, output, progress):
+    augmentation = read_rows(config.augmentation) if config.augmentation else None
+    done = {record_key(run, config) for run in read_runs(output)}
+    plan = _plan(config)
+    todo = [item for item in plan if run_key(*item[:3], *item[3]) not in done]
     # Every task's data and splits before the first run: settings the data refuse (N, the validation
     # size) stop the experiment before anything is trained or written.
     tasks = {}
     for task_name in dict.fromkeys(task for task, *_ in todo):
-        task = load_task(task_name, data_dir=config.data_dir)
+        task = load_experiment_task(config, task_name)
         tasks[task_name] = (task, _splits(task, config, dict.fromkeys(n for name, n, *_ in todo if name == task_name)))
     bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
     for task_name, (task, splits) in tasks.items():
@@ -343,7 +435,12 @@ def _run_plan(config, output, progress):
 
 
 def _splits(task, config, sizes):
-    """`{n: FewShotSplits}` of a task; a size or validation size the data cannot give raises a `ConfigError`."""
+    """`{n: FewShotSplits}` of a task; a size or validation size the data cannot give raises a `ConfigError`.
+
+    A user's files: their test set is the evaluation split, the validation
+    examples come from the training file.
+    """
+    sampling = "per_class" if config.per_class else "balanced" if config.balanced else "uniform"
     splits = {}
     for n in sizes:
         try:
@@ -353,8 +450,9 @@ def _splits(task, config, sizes):
                 n,
                 num_subsamples=config.num_subsamples,
                 validation_size=config.validation_size,
-                per_class=config.per_class,
                 seed=config.seed,
+                validation_from="train" if config.train_file else "evaluation",
+                sampling=sampling,
             )
         except ValueError as error:
             field = "validation_size" if "validation_size" in str(error) else "sizes"
@@ -369,41 +467,42 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar):
     # Tokenise once: every training example any run uses, the validation and the test examples.
     used = np.unique(np.concatenate([np.concatenate(splits[n].train) for n in sizes]))
     _, preprocessor, _, encoder = runner.classifier(config.losses[0])
-    for loss in dict.fromkeys(loss for *_, loss in todo):
+    for loss in dict.fromkeys(variant[0] for *_, variant in todo):
         _check_same_encoder(output, task.name, loss, runner.classifier(loss)[3], across_tasks=not config.init_from)
     train_features = (
         dict(zip(used.tolist(), range(len(used)), strict=True)),
         preprocess_in_chunks(preprocessor, task.train.take(used).inputs()),
     )
+    validation_source = task.train if any_split.validation_split == "train" else task.evaluation
     evaluation = {
-        split: (
-            preprocess_in_chunks(preprocessor, task.evaluation.take(positions).inputs()),
-            task.evaluation.labels[positions],
+        split: (preprocess_in_chunks(preprocessor, source.take(positions).inputs()), source.labels[positions])
+        for split, source, positions in (
+            ("val", validation_source, any_split.validation),
+            ("test", task.evaluation, any_split.test),
         )
-        for split, positions in (("val", any_split.validation), ("test", any_split.test))
     }
     bar.set_description(task.name)
     bar.write(f"{task.name}: {encoder['encoder']}; {len(todo)} runs to go")
-    for _, n, subsample, loss in todo:
+    for _, n, subsample, variant in todo:
         features, labels, changes = _training_set(
             task, train_features, splits[n].train[subsample], config, subsample, augmentation, preprocessor
         )
         keep_embeddings = subsample == 0
         record, embeddings = runner.run(
-            loss, n, subsample, (features, labels), evaluation["val"], evaluation["test"], keep_embeddings
+            variant, n, subsample, (features, labels), evaluation["val"], evaluation["test"], keep_embeddings
         )
         record.update(changes)
         if embeddings is not None:
             folder = output / "embeddings"
             folder.mkdir(exist_ok=True)
             np.savez_compressed(
-                folder / f"{task.name.replace('/', '-')}_N{n}_{loss}.npz",
+                folder / f"{_slug(task.name)}_N{n}_{_variant(config, *variant)}.npz",
                 embeddings=embeddings,
                 labels=evaluation["test"][1],
                 label_names=np.array(task.spec.labels),
             )
         _append_run(output / RUNS_FILE, record)
-        bar.set_postfix(N=n, subsample=subsample, loss=loss, test=f"{record['test_accuracy']:.3f}")
+        bar.set_postfix(N=n, subsample=subsample, loss=variant[0], test=f"{record['test_accuracy']:.3f}")
         bar.update()
 
 

@@ -9,13 +9,28 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
+
 from keras_scl.experiments.data import TASKS
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
 
-__all__ = ["EMBEDDED_DEFAULTS", "LOSSES", "NAMED_ENCODERS", "ConfigError", "ExperimentConfig"]
+__all__ = [
+    "EMBEDDED_DEFAULTS",
+    "EMBEDDED_PAPER_DEFAULTS",
+    "FEW_SHOT_DEFAULTS",
+    "FILE_DEFAULTS",
+    "LOSSES",
+    "NAMED_ENCODERS",
+    "RECIPES",
+    "ConfigError",
+    "ExperimentConfig",
+]
 
 LOSSES = ("ce", "ce+scl")
+# "few_shot": `keras_scl.few_shot_recipe` on a mean-pooled head and SCL on the mean (the library's
+# default); "paper": the paper's fine-tuning (epochs, the start token, the classifier's own head).
+RECIPES = ("few_shot", "paper")
 # The encoders the install brings (or builds) itself: with one of them, the embedded default runs.
 NAMED_ENCODERS = ("embedded", "minilm", "tiny")
 # The embedded default: the shipped `keras_scl_mini` tasks, small enough for a 2-core machine in
@@ -25,11 +40,18 @@ EMBEDDED_DEFAULTS = dict(
     sizes=(20, 48),
     num_subsamples=3,
     top_k=2,
-    epochs=5,
-    learning_rate=2e-4,
     sequence_length=32,
     validation_size=100,
+    temperature=(0.3,),
+    scl_weight=(0.9,),
 )
+# The paper's recipe on the embedded data: its few epochs of steps need a larger learning rate.
+EMBEDDED_PAPER_DEFAULTS = dict(epochs=5, learning_rate=2e-4)
+# The few-shot recipe where an encoder is named: its learning rate, and λ and τ picked on the
+# validation set from a grid (per task and N), as the paper did.
+FEW_SHOT_DEFAULTS = dict(learning_rate=2e-5, temperature=(0.1, 0.3), scl_weight=(0.5, 0.9))
+# A user's file (`train_file`): N examples per class, 10 subsamples, 100 validation examples.
+FILE_DEFAULTS = dict(sizes=(10,), per_class=True, validation_size=100)
 
 
 class ConfigError(ValueError):
@@ -84,7 +106,10 @@ def _check_encoder(config):
 
 
 def _check_names(config):
-    if not config.tasks:
+    if config.train_file:
+        if config.tasks:
+            raise ConfigError("tasks", "`tasks` and `train_file` exclude each other: the file is the task.")
+    elif not config.tasks:
         raise ConfigError("tasks", "`tasks` must name at least one task.")
     unknown = [task for task in config.tasks if task not in TASKS]
     if unknown:
@@ -98,6 +123,75 @@ def _check_names(config):
             raise ConfigError("sizes", str(error)) from None
     if not config.losses or sorted(set(config.losses) - set(LOSSES)):
         raise ConfigError("losses", f"`losses` must be among {list(LOSSES)}. Received: losses={list(config.losses)}")
+
+
+def _check_grid(field, check, *args, **kwargs):
+    """A setting that takes one value or a grid of them: every value checked, no value twice."""
+
+    def run(config):
+        values = getattr(config, field)
+        values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+        if not values:
+            raise ConfigError(field, f"`{field}` needs at least one value.")
+        for value in values:
+            try:
+                check(field, value, *args, **kwargs)
+            except ValueError as error:
+                raise ConfigError(field, str(error)) from None
+        if len(set(values)) != len(values):
+            raise ConfigError(field, f"`{field}` holds a value twice. Received: {field}={list(values)}")
+        setattr(config, field, values)
+
+    return run
+
+
+def _check_recipe(config):
+    if config.recipe not in RECIPES:
+        raise ConfigError("recipe", f"`recipe` must be one of {RECIPES}. Received: recipe={config.recipe!r}")
+    if config.steps is not None:
+        try:
+            check_integer("steps", config.steps, 1)
+        except ValueError as error:
+            raise ConfigError("steps", str(error)) from None
+    if config.per_class and config.balanced:
+        raise ConfigError("balanced", "`balanced` and `per_class` exclude each other.")
+
+
+def _check_data_files(config):
+    """The user's files, read and checked before anything runs: errors name the file, line and column."""
+    if not config.train_file:
+        if config.test_file:
+            raise ConfigError("test_file", "`test_file` needs a `train_file`.")
+        return
+    from keras_scl.experiments.data.files import DataFileError
+    from keras_scl.experiments.data.files import file_task
+
+    for field in ("text_columns", "label_column"):
+        value = getattr(config, field)
+        if field == "text_columns" and (not value or len(value) > 2):
+            raise ConfigError(field, f"`text_columns` names one column, or two for pairs. Received: {list(value)}")
+    try:
+        columns = (config.text_columns, config.label_column)
+        task = file_task(config.train_file, config.test_file, *columns, seed=config.seed)
+    except DataFileError as error:
+        field = "test_file" if config.test_file and str(error).startswith(str(config.test_file)) else "train_file"
+        raise ConfigError(field, str(error)) from None
+    counts = np.bincount(task.train.labels, minlength=task.spec.num_classes)
+    for n in config.sizes:
+        needed = n if config.per_class else (-(-n // task.spec.num_classes) if config.balanced else 1)
+        short = {task.spec.labels[i]: int(count) for i, count in enumerate(counts) if count < needed + 1}
+        if config.per_class and short:
+            raise ConfigError(
+                "sizes",
+                f"{config.train_file}: N={n} examples per class, and validation examples besides, but these labels "
+                f"have too few training rows (label: rows): {short}",
+            )
+        if n > len(task.train.labels) - config.validation_size:
+            raise ConfigError(
+                "sizes",
+                f"{config.train_file}: N={n} with validation_size={config.validation_size} needs more than the "
+                f"{len(task.train.labels)} training rows",
+            )
 
 
 def _check_top_k(config):
@@ -136,8 +230,9 @@ _CHECKS = (
     _field("num_subsamples", check_integer, 1),
     _field("top_k", check_integer, 1),
     _check_top_k,
-    _field("temperature", check_number, low=0, low_open=True),
-    _field("scl_weight", check_number, low=0, high=1),
+    _check_grid("temperature", check_number, low=0, low_open=True),
+    _check_grid("scl_weight", check_number, low=0, high=1),
+    _check_recipe,
     _field("epochs", check_integer, 1),
     _field("batch_size", check_integer, 1),
     _field("learning_rate", check_number, low=0, low_open=True),
@@ -147,6 +242,7 @@ _CHECKS = (
     _field("label_noise", check_number, low=0, high=1, high_open=True),
     _field("seed", check_integer, 0),
     _check_files,
+    _check_data_files,
     _check_dtype_policy,
 )
 
@@ -161,9 +257,18 @@ class ExperimentConfig:
         num_subsamples: Training subsamples per (task, N).
         top_k: Runs reported per (task, N, loss), best by validation accuracy.
         losses: `"ce"` (λ = 0) and/or `"ce+scl"`.
-        temperature: τ of the SCL term.
-        scl_weight: λ of the SCL term in CE+SCL runs.
-        epochs: Training epochs per run.
+        temperature: τ of the SCL term, or a grid of values.
+        scl_weight: λ of the SCL term in CE+SCL runs, or a grid. With a
+            grid, every (τ, λ) is run, and the report picks per task and N
+            the one with the best mean validation accuracy.
+        recipe: `"paper"` (the paper's fine-tuning: `epochs` of AdamW, SCL on
+            the start token, the classifier's own head) or `"few_shot"`
+            (`keras_scl.few_shot_recipe`: a linear probe, then `steps` steps
+            with warm-up, the best validation checkpoint; head and SCL on the
+            mean-pooled sentence embedding).
+        steps: The few-shot recipe's step budget; `None`:
+            `keras_scl.recipe.recipe_steps(N)`.
+        epochs: Training epochs per run (the paper's recipe).
         batch_size: Training batch size.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -174,6 +279,13 @@ class ExperimentConfig:
         augmentation: Path of an augmentation file (see
             `keras_scl.experiments.data.augmentation_for`), or `None`.
         per_class: Draw N examples per class (the transfer setting).
+        balanced: Draw N examples shared as evenly among the classes as
+            their sizes allow.
+        train_file: A labelled CSV, TSV or JSON-lines file: the task (then
+            `tasks` is empty). See `keras_scl.experiments.data.files`.
+        test_file: Its test set; `None`: a stratified 30 % of `train_file`.
+        text_columns: The text column(s) of the files.
+        label_column: The label column of the files.
         init_from: A saved classifier (`.keras`) to start from instead of
             `encoder`, for transfer; `{loss}` in it is replaced by the run's
             loss (`ce` or `ce+scl`). `None` for none.
@@ -190,8 +302,10 @@ class ExperimentConfig:
     num_subsamples: int = 10
     top_k: int = 3
     losses: tuple = LOSSES
-    temperature: float = 0.3
-    scl_weight: float = 0.9
+    temperature: tuple = (0.3,)
+    scl_weight: tuple = (0.9,)
+    recipe: str = "paper"
+    steps: int = None
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-5
@@ -202,6 +316,11 @@ class ExperimentConfig:
     label_noise: float = 0.0
     augmentation: str = None
     per_class: bool = False
+    balanced: bool = False
+    train_file: str = None
+    test_file: str = None
+    text_columns: tuple = ("text",)
+    label_column: str = "label"
     init_from: str = None
     dtype_policy: str = None
     seed: int = 0
@@ -210,12 +329,36 @@ class ExperimentConfig:
 
     def __post_init__(self):
         self.tasks, self.sizes, self.losses = tuple(self.tasks), tuple(self.sizes), tuple(self.losses)
+        self.text_columns = (self.text_columns,) if isinstance(self.text_columns, str) else tuple(self.text_columns)
+        if self.train_file and self.tasks == ExperimentConfig.tasks:  # the file is the task
+            self.tasks = ()
         for check in _CHECKS:
             check(self)
 
     # What a finished run depends on besides its key; the plan (tasks, sizes,
     # subsamples, losses) may grow between resumed invocations.
-    PLAN_FIELDS = ("tasks", "sizes", "num_subsamples", "losses", "top_k", "data_dir", "save_models")
+    # A grid of τ and λ may grow too: each run records its own.
+    PLAN_FIELDS = (
+        "tasks",
+        "sizes",
+        "num_subsamples",
+        "losses",
+        "temperature",
+        "scl_weight",
+        "top_k",
+        "data_dir",
+        "save_models",
+    )
+
+    @property
+    def task_names(self):
+        """The tasks to run: the names of `tasks`, or the file task's (`file:<stem>`)."""
+        return (f"file:{Path(self.train_file).stem}",) if self.train_file else self.tasks
+
+    @property
+    def grid(self):
+        """The (τ, λ) pairs of the CE+SCL runs, τ first."""
+        return tuple((temperature, scl_weight) for temperature in self.temperature for scl_weight in self.scl_weight)
 
     def defining(self):
         return {key: value for key, value in dataclasses.asdict(self).items() if key not in self.PLAN_FIELDS}

@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
+from keras_scl.validation import check_one_of
 
 __all__ = ["FewShotSplits", "augmentation_for", "few_shot_splits", "flip_labels", "read_rows", "top_k"]
 
@@ -47,18 +48,80 @@ def _stratified_quotas(labels, size):
 
 @dataclasses.dataclass(frozen=True)
 class FewShotSplits:
-    """Positions into the evaluation split (`test`, `validation`) and the training split (`train`).
+    """Positions of the test, validation and training examples.
 
     Attributes:
-        test: Sorted positions of the test examples.
-        validation: Sorted positions of the validation examples.
+        test: Sorted positions of the test examples, in the evaluation split.
+        validation: Sorted positions of the validation examples, in the
+            split `validation_split` names.
         train: One array per subsample: the positions of its training
-            examples, in random order.
+            examples in the training split, in random order.
+        validation_split: `"evaluation"` (the paper's protocol) or
+            `"train"` (a user's files).
     """
 
     test: np.ndarray
     validation: np.ndarray
     train: tuple
+    validation_split: str = "evaluation"
+
+
+SAMPLINGS = ("uniform", "per_class", "balanced")
+
+
+def _stratified(labels, size, seed, stream):
+    """`size` positions drawn from each class in proportion (largest remainders), seeded; and the rest.
+
+    Returns `(chosen, rest)`, both sorted.
+    """
+    quotas = _stratified_quotas(labels, size)
+    chosen = []
+    for label, quota in quotas.items():
+        members = np.flatnonzero(labels == label)
+        chosen.append(members[_random_order(len(members), seed, stream, label)][:quota])
+    chosen = np.sort(np.concatenate(chosen))
+    return chosen, np.setdiff1d(np.arange(len(labels)), chosen)
+
+
+def _balanced_shares(counts, n):
+    """Examples per class for `n` split as evenly as the class sizes allow (the larger classes take what is left)."""
+    shares = {label: 0 for label in counts}
+    left = n
+    # Fill the smallest classes first: each gets an even share of what is left, or all it has.
+    for position, label in enumerate(sorted(counts, key=lambda label: (counts[label], label))):
+        share = min(counts[label], left // (len(counts) - position))
+        shares[label] = share
+        left -= share
+    return shares
+
+
+def _training_subsample(train_labels, pool, n, sampling, seed, subsample):
+    """One training subsample: positions into the training split, drawn from `pool`, in random order."""
+    labels = train_labels[pool]
+    if sampling == "uniform":
+        if n > len(pool):
+            raise ValueError(f"n={n} is more than the {len(pool)} training examples.")
+        return pool[_random_order(len(pool), seed, _TRAIN, n, subsample)[:n]]
+    counts = {int(label): int(np.sum(labels == label)) for label in np.unique(train_labels)}
+    if sampling == "per_class":
+        small = {label: count for label, count in counts.items() if count < n}
+        if small:
+            label, count = next(iter(small.items()))
+            raise ValueError(
+                f"Class {label} has {count} training examples, fewer than n={n} per class "
+                f"(every such class, class: count: {small})."
+            )
+        shares = {label: n for label in counts}
+    else:
+        if n > len(pool):
+            raise ValueError(f"n={n} is more than the {len(pool)} training examples.")
+        shares = _balanced_shares(counts, n)
+    chosen = []
+    for label, share in shares.items():
+        members = pool[labels == label]
+        chosen.append(members[_random_order(len(members), seed, _TRAIN, n, subsample, label)[:share]])
+    chosen = np.concatenate(chosen)
+    return chosen[_random_order(len(chosen), seed, _TRAIN, n, subsample)]
 
 
 def few_shot_splits(
@@ -70,28 +133,38 @@ def few_shot_splits(
     test_fraction=0.5,
     per_class=False,
     seed=0,
+    validation_from="evaluation",
+    sampling=None,
 ):
-    """Draws the paper's few-shot splits.
+    """Draws the paper's few-shot splits (or a user's files' splits).
 
-    The evaluation split (GLUE's validation set) is cut in two stratified,
-    disjoint parts: `test` (a `test_fraction` of it, rounded down) and
-    `validation` (`validation_size` more examples). They depend on `seed`
+    With `validation_from="evaluation"` (the paper), the evaluation split
+    (GLUE's validation set) is cut in two stratified, disjoint parts: `test`
+    (a `test_fraction` of it, rounded down) and `validation`
+    (`validation_size` more examples). With `"train"` (a user's files: the
+    evaluation split is their test set), `test` is the whole evaluation
+    split and `validation` a stratified `validation_size` of the training
+    split, which training subsamples never draw from. Both depend on `seed`
     only. Each of the `num_subsamples` training sets holds `n` examples drawn
-    uniformly without replacement from the training split (or `n` per class
-    with `per_class=True`, the transfer setting), seeded by `seed`, `n` and
-    the subsample's number.
+    without replacement, seeded by `seed`, `n` and the subsample's number:
+    uniformly (`sampling="uniform"`, the paper), `n` of every class
+    (`"per_class"`, the transfer setting), or `n` shared as evenly among the
+    classes as their sizes allow (`"balanced"`).
 
     Args:
         train_labels: Labels of the training split.
-        evaluation_labels: Labels of the split the test and validation
-            examples come from.
-        n: Training examples per subsample (per class with `per_class`).
+        evaluation_labels: Labels of the split the test examples come from.
+        n: Training examples per subsample (per class with `"per_class"`).
         num_subsamples: Training sets to draw. Defaults to `10`.
         validation_size: Validation examples. Defaults to `500`.
-        test_fraction: Fraction of the evaluation split used as test set.
-            Defaults to `0.5`.
-        per_class: Draw `n` examples of every class. Defaults to `False`.
+        test_fraction: Fraction of the evaluation split used as test set
+            (with `validation_from="evaluation"`). Defaults to `0.5`.
+        per_class: The same as `sampling="per_class"`. Defaults to `False`.
         seed: Integer seed. Defaults to `0`.
+        validation_from: `"evaluation"` or `"train"`. Defaults to
+            `"evaluation"`.
+        sampling: `"uniform"`, `"per_class"` or `"balanced"`. Defaults to
+            `None`: `"per_class"` with `per_class`, else `"uniform"`.
 
     Returns:
         A `FewShotSplits`.
@@ -105,47 +178,51 @@ def few_shot_splits(
     (20, 12, [8, 8, 8])
     >>> int(sum(np.asarray(evaluation_labels)[splits.test]))  # a quarter of the test set is class 1, as overall
     5
+    >>> skewed = np.array([0] * 90 + [1] * 3)
+    >>> splits = few_shot_splits(skewed, [0, 1], n=8, validation_size=4, validation_from="train", sampling="balanced")
+    >>> np.bincount(skewed[splits.train[0]]).tolist()  # class 1 has 3: all of them, class 0 the rest
+    [5, 3]
     """
     train_labels = np.asarray(train_labels)
     evaluation_labels = np.asarray(evaluation_labels)
-    check_number("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
+    check_one_of("validation_from", validation_from, ("evaluation", "train"))
+    sampling = sampling or ("per_class" if per_class else "uniform")
+    check_one_of("sampling", sampling, SAMPLINGS)
     check_integer("n", n, 1)
     check_integer("num_subsamples", num_subsamples, 1)
-    test_size = math.floor(len(evaluation_labels) * test_fraction)
-    if test_size + validation_size > len(evaluation_labels):
-        raise ValueError(
-            f"The evaluation split has {len(evaluation_labels)} examples: too few for a test set of {test_size} "
-            f"(test_fraction={test_fraction}) and validation_size={validation_size}."
-        )
-
-    # Test and validation: each class's examples in a random order; test takes
-    # its quota from the front, validation the next ones.
-    test_quotas = _stratified_quotas(evaluation_labels, test_size)
-    remaining = {label: np.sum(evaluation_labels == label) - quota for label, quota in test_quotas.items()}
-    validation_quotas = _stratified_quotas(np.repeat(list(remaining), list(remaining.values())), validation_size)
-    test, validation = [], []
-    for label, quota in test_quotas.items():
-        members = np.flatnonzero(evaluation_labels == label)
-        members = members[_random_order(len(members), seed, _EVALUATION, label)]
-        test.append(members[:quota])
-        validation.append(members[quota : quota + validation_quotas.get(label, 0)])
-
-    train = []
-    for subsample in range(num_subsamples):
-        if per_class:
-            chosen = []
-            for label in np.unique(train_labels):
-                members = np.flatnonzero(train_labels == label)
-                if len(members) < n:
-                    raise ValueError(f"Class {label} has {len(members)} training examples, fewer than n={n}.")
-                chosen.append(members[_random_order(len(members), seed, _TRAIN, n, subsample, int(label))[:n]])
-            chosen = np.concatenate(chosen)
-            train.append(chosen[_random_order(len(chosen), seed, _TRAIN, n, subsample)])
-        else:
-            if n > len(train_labels):
-                raise ValueError(f"n={n} is more than the {len(train_labels)} training examples.")
-            train.append(_random_order(len(train_labels), seed, _TRAIN, n, subsample)[:n])
-    return FewShotSplits(np.sort(np.concatenate(test)), np.sort(np.concatenate(validation)), tuple(train))
+    if validation_from == "train":
+        if validation_size >= len(train_labels):
+            raise ValueError(
+                f"The training split has {len(train_labels)} examples: too few for validation_size={validation_size} "
+                "and a training pool."
+            )
+        test = np.arange(len(evaluation_labels))
+        validation, pool = _stratified(train_labels, validation_size, seed, _EVALUATION)
+    else:
+        check_number("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
+        test_size = math.floor(len(evaluation_labels) * test_fraction)
+        if test_size + validation_size > len(evaluation_labels):
+            raise ValueError(
+                f"The evaluation split has {len(evaluation_labels)} examples: too few for a test set of {test_size} "
+                f"(test_fraction={test_fraction}) and validation_size={validation_size}."
+            )
+        # Test and validation: each class's examples in a random order; test takes
+        # its quota from the front, validation the next ones.
+        test_quotas = _stratified_quotas(evaluation_labels, test_size)
+        remaining = {label: np.sum(evaluation_labels == label) - quota for label, quota in test_quotas.items()}
+        validation_quotas = _stratified_quotas(np.repeat(list(remaining), list(remaining.values())), validation_size)
+        test, validation = [], []
+        for label, quota in test_quotas.items():
+            members = np.flatnonzero(evaluation_labels == label)
+            members = members[_random_order(len(members), seed, _EVALUATION, label)]
+            test.append(members[:quota])
+            validation.append(members[quota : quota + validation_quotas.get(label, 0)])
+        test, validation = np.sort(np.concatenate(test)), np.sort(np.concatenate(validation))
+        pool = np.arange(len(train_labels))
+    train = tuple(
+        _training_subsample(train_labels, pool, n, sampling, seed, subsample) for subsample in range(num_subsamples)
+    )
+    return FewShotSplits(test, validation, train, validation_from)
 
 
 def top_k(runs, k=3):

@@ -1,0 +1,122 @@
+"""A text classifier whose head reads the sentence embedding: the masked mean of the final hidden states.
+
+Sentence-transformers (MiniLM-L6 among them) are trained with mean pooling:
+their sentence embedding is the mean of the final hidden states over the
+tokens that are not padding, L2-normalised. Their start-token state is not
+that embedding, and KerasHub's BERT head reads the start token through a
+pooler their training never used. `MeanPooledTextClassifier` puts a linear
+head on the sentence embedding instead (what SetFit's logistic regression
+and a frozen-encoder probe read), so that a linear probe of the head starts
+where those do. `SCLClassifier.from_preset(..., pooling="mean")` builds one.
+"""
+
+import keras
+import keras_hub
+from keras import ops
+
+__all__ = ["MeanPooledTextClassifier", "MeanPooling"]
+
+
+@keras.saving.register_keras_serializable(package="keras_scl")
+class MeanPooling(keras.layers.Layer):
+    """The mean of `sequence` over the tokens where `padding_mask` is true, optionally L2-normalised.
+
+    Summed in float32 whatever the compute dtype, then cast back. A row with
+    no token left (an all-padding mask) gives zeros.
+
+    Args:
+        normalize: Whether to L2-normalise the mean. Defaults to `False`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> sequence = np.array([[[1.0, 0.0], [3.0, 2.0], [9.0, 9.0]]])
+    >>> keras.ops.convert_to_numpy(MeanPooling()(sequence, np.array([[True, True, False]]))).tolist()
+    [[2.0, 1.0]]
+    """
+
+    def __init__(self, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        self.normalize = normalize
+
+    def call(self, sequence, padding_mask):
+        values = ops.cast(sequence, "float32")
+        mask = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
+        count = ops.sum(mask, axis=1)
+        mean = ops.sum(values * mask, axis=1) / ops.maximum(count, ops.ones_like(count))
+        if self.normalize:
+            # The same ε as the loss: a zero row stays zero, with a finite gradient.
+            mean = mean * ops.rsqrt(ops.sum(ops.square(mean), axis=-1, keepdims=True) + 1e-24)
+        return ops.cast(mean, self.compute_dtype)
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        return (sequence_shape[0], sequence_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "normalize": self.normalize}
+
+
+def _sequence_output(backbone_outputs):
+    """The `(batch, tokens, dim)` final hidden states of a KerasHub backbone's outputs (a tensor or a dict)."""
+    if isinstance(backbone_outputs, dict):
+        return backbone_outputs["sequence_output"]
+    return backbone_outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_scl")
+class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
+    """A KerasHub text classifier with a linear head on the L2-normalised masked mean of the final hidden states.
+
+    Takes the backbone (any KerasHub text backbone with a `padding_mask`
+    input: BERT, RoBERTa and their kin) and preprocessor of another
+    classifier; `SCLClassifier.from_preset(preset, pooling="mean")` makes
+    one from a preset or a Hugging Face checkpoint folder. It saves and
+    loads as a KerasHub task (loading needs `keras_scl` imported, where the
+    class is registered).
+
+    Args:
+        backbone: A KerasHub backbone.
+        num_classes: Number of classes.
+        preprocessor: A KerasHub text-classifier preprocessor, or `None` for
+            token ids. Defaults to `None`.
+        activation: Of the head: `None` (logits) or `"softmax"`. Defaults
+            to `None`.
+        dropout: Dropout before the head. Defaults to `0.1`.
+
+    Example:
+
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> tiny = tiny_roberta_classifier(num_classes=2)
+    >>> classifier = MeanPooledTextClassifier(tiny.backbone, num_classes=2, preprocessor=tiny.preprocessor)
+    >>> classifier.predict(["a fine film"], verbose=0).shape
+    (1, 2)
+    """
+
+    def __init__(self, backbone, num_classes, preprocessor=None, activation=None, dropout=0.1, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.pooling = MeanPooling(normalize=True, dtype=backbone.dtype_policy, name="mean_pooling")
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=backbone.dtype_policy, name="output_dropout")
+        self.output_dense = keras.layers.Dense(
+            num_classes, activation=activation, dtype=backbone.dtype_policy, name="logits"
+        )
+
+        # === Functional model ===
+        inputs = backbone.input
+        embedding = self.pooling(_sequence_output(backbone(inputs)), inputs["padding_mask"])
+        outputs = self.output_dense(self.output_dropout(embedding))
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "activation": keras.activations.serialize(self.activation),
+            "dropout": self.dropout,
+        }

@@ -1,0 +1,153 @@
+"""The few-shot recipe: one call that fine-tunes an `SCLClassifier` on a few labelled examples.
+
+What `benchmarks/few_shot_vs_setfit.py` measured against SetFit and a
+frozen-encoder probe (see `benchmarks/README.md`):
+
+1. a linear probe of the head on the frozen encoder (`LinearProbe`), so that
+   fine-tuning starts where the probe ends, not from a random head;
+2. a budget of optimizer steps, not epochs: with 20 examples, 10 epochs are
+   a couple of dozen steps, too few to move anything but the head;
+3. AdamW (bias-corrected) with a linear warm-up, then a cosine decay to 0;
+4. class-balanced batches (`ClassBalancedBatches`), so every anchor of the
+   SCL term has positives;
+5. the best validation checkpoint, the probe's start included
+   (`BestWeights`): where fine-tuning only overfits, the run ends where it
+   started.
+
+λ and τ are the model's (`scl_weight`, `temperature`); the main job picks
+them from a grid by validation accuracy.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_scl.batching import ClassBalancedBatches
+from keras_scl.callbacks import BestWeights
+from keras_scl.callbacks import LinearProbe
+from keras_scl.validation import check_bool
+from keras_scl.validation import check_integer
+from keras_scl.validation import check_number
+from keras_scl.validation import class_ids
+
+__all__ = ["few_shot_recipe", "recipe_steps"]
+
+
+def recipe_steps(num_examples, batch_size=16):
+    """The recipe's step budget for `num_examples` training examples: 8 epochs' worth, and at least 32 steps.
+
+    Example:
+
+    >>> recipe_steps(20), recipe_steps(100), recipe_steps(1000)
+    (32, 50, 500)
+    """
+    return max(32, math.ceil(8 * num_examples / batch_size))
+
+
+def few_shot_recipe(
+    model,
+    x,
+    y,
+    validation_data=None,
+    steps=None,
+    batch_size=16,
+    learning_rate=2e-5,
+    warmup_fraction=0.1,
+    weight_decay=0.01,
+    evaluations=4,
+    linear_probe=True,
+    callbacks=None,
+    verbose=0,
+):
+    """Fine-tunes `model` (an `SCLClassifier`) on a few labelled examples; returns `fit`'s `History`.
+
+    Compiles the model with the recipe's optimizer, keeping its compiled
+    losses (or `"auto"`: the classifier's cross-entropy and a
+    `SupervisedContrastiveLoss` at the model's τ), then trains for `steps`
+    steps of class-balanced batches in `evaluations` rounds, validating
+    after each. With a `MeanPooledTextClassifier` (`from_preset(...,
+    pooling="mean")`) and `embedding="mean"`, head and SCL read the
+    sentence embedding, which is what the benchmark measured.
+
+    Args:
+        model: An `SCLClassifier`.
+        x: The training inputs, in memory (texts, sentence pairs, token ids).
+        y: Their labels: class ids or one-hot rows.
+        validation_data: `(x, y)` to validate on, or `None` (no checkpoint
+            selection: the last step's weights). Defaults to `None`.
+        steps: Optimizer steps (rounded up to a multiple of `evaluations`).
+            Defaults to `None`: `recipe_steps(len(y), batch_size)`.
+        batch_size: Examples per batch (fewer when there are fewer).
+            Defaults to `16`.
+        learning_rate: AdamW's peak learning rate. Defaults to `2e-5`.
+        warmup_fraction: The share of the steps the learning rate ramps up
+            over. Defaults to `0.1`.
+        weight_decay: AdamW's decoupled weight decay. Defaults to `0.01`.
+        evaluations: Validations over the run (the checkpoints to choose
+            from, besides the start). Defaults to `4`.
+        linear_probe: Whether to fit the head on the frozen encoder first.
+            Defaults to `True`.
+        callbacks: More callbacks for `fit`. Defaults to `None`.
+        verbose: `fit`'s verbosity. Defaults to `0`.
+
+    Example:
+
+    >>> from keras_scl import SCLClassifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> texts = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
+    >>> labels = [1, 1, 1, 1, 0, 0, 0, 0]
+    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts), scl_weight=0.5)
+    >>> history = few_shot_recipe(model, texts, labels, validation_data=(texts, labels), steps=8)
+    >>> sorted(set(history.history) & {"best_epoch", "probe_accuracy", "val_accuracy"})
+    ['best_epoch', 'probe_accuracy', 'val_accuracy']
+    >>> int(model.optimizer.iterations)
+    8
+    """
+    labels = class_ids(y)
+    steps = recipe_steps(len(labels), batch_size) if steps is None else steps
+    check_integer("steps", steps, 1)
+    check_integer("batch_size", batch_size, 1)
+    check_integer("evaluations", evaluations, 1)
+    check_number("learning_rate", learning_rate, low=0, low_open=True)
+    check_number("warmup_fraction", warmup_fraction, low=0, high=1, high_open=True)
+    check_number("weight_decay", weight_decay, low=0)
+    check_bool("linear_probe", linear_probe)
+    evaluations = min(evaluations, steps)
+    steps_per_round = math.ceil(steps / evaluations)
+    steps = steps_per_round * evaluations
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=steps - round(warmup_fraction * steps) or 1,
+        alpha=0.0,
+        warmup_target=learning_rate,
+        warmup_steps=round(warmup_fraction * steps),
+    )
+    compiled = getattr(model, "compiled", False)
+    loss = {"logits": model.logits_loss or "auto", "embedding": model.loss} if compiled else "auto"
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+        loss=loss,
+        metrics=["accuracy"],
+        fast_step=getattr(model, "fast_step", True),
+    )
+    # Two examples of a class per batch give each anchor a positive; a class of one cannot.
+    examples_per_class = 2 if np.unique(labels, return_counts=True)[1].min() >= 2 else 1
+    batches = ClassBalancedBatches(
+        x,
+        labels,
+        batch_size=min(batch_size, len(labels)),
+        examples_per_class=min(examples_per_class, min(batch_size, len(labels))),
+        num_batches=steps_per_round,
+    )
+    recipe_callbacks = [LinearProbe(x, labels)] if linear_probe else []
+    if validation_data is not None:
+        recipe_callbacks.append(BestWeights(validation_data=validation_data))
+    return model.fit(
+        batches,
+        epochs=evaluations,
+        validation_data=validation_data,
+        callbacks=[*recipe_callbacks, *(callbacks or [])],
+        verbose=verbose,
+    )
