@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 # Everything on torch; the library (and a smoke run of the main job) on jax and tensorflow:
 # the harness on top of the library is backend-agnostic code (see conftest.py).
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	KERAS_BACKEND=torch $(PYTEST)
 	KERAS_BACKEND=jax $(PYTEST) -m "not harness"
 	KERAS_BACKEND=tensorflow $(PYTEST) -m "not harness"

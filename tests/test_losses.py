@@ -4,9 +4,9 @@ import keras
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import value_and_gradient
 from keras import ops
 
+from conftest import value_and_gradient
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl import supervised_contrastive_loss
 from keras_scl.losses import anchors_with_positive

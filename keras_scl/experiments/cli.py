@@ -132,6 +132,8 @@ def _settings(arguments):
     defaults = dict(FEW_SHOT_DEFAULTS) if recipe == "few_shot" else {}
     if given.get("train_file"):
         defaults.update(FILE_DEFAULTS)
+        if given.get("balanced"):  # balanced instead of per class
+            defaults.pop("per_class")
     elif embedded:
         defaults.update(EMBEDDED_DEFAULTS, **(EMBEDDED_PAPER_DEFAULTS if recipe == "paper" else {}))
     settings = {**defaults, **given}

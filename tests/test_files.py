@@ -1,0 +1,153 @@
+"""The main job on the user's own data: a CSV, TSV or JSON-lines file, read and checked before any run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_scl.experiments import ExperimentConfig
+from keras_scl.experiments import read_runs
+from keras_scl.experiments.data import few_shot_splits
+from keras_scl.experiments.data.files import DataFileError
+from keras_scl.experiments.data.files import file_task
+from keras_scl.experiments.data.files import read_labelled_file
+
+POSITIVE = ["a fine film", "a great story", "good fun", "a joy to watch", "lovely acting", "a warm tale"]
+NEGATIVE = ["a dull film", "a poor plot", "no fun at all", "a bore", "wooden acting", "a cold tale"]
+
+
+def write(path, rows, columns=("text", "label")):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(dict(zip(columns, row, strict=True))) + "\n" for row in rows))
+    else:
+        separator = "\t" if path.suffix == ".tsv" else ","
+        path.write_text("\n".join([separator.join(columns), *(separator.join(map(str, row)) for row in rows)]) + "\n")
+    return path
+
+
+def reviews(copies=4):
+    rows = [(f"{text} {i}", "good") for i in range(copies) for text in POSITIVE]
+    return rows + [(f"{text} {i}", "bad") for i in range(copies) for text in NEGATIVE]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_file_of_each_format_reads_its_texts_and_maps_labels_in_sorted_order(tmp_path, suffix):
+    path = write(tmp_path / f"reviews{suffix}", [("a fine film", "pos"), ("a dull film", "neg"), ("fun", "pos")])
+    rows = read_labelled_file(path)
+    assert rows.label_names == ("neg", "pos") and rows.labels.tolist() == [1, 0, 1]
+    assert rows.texts[0].tolist() == ["a fine film", "a dull film", "fun"]
+
+
+def test_numeric_labels_are_ordered_by_value_and_pairs_read_two_columns(tmp_path):
+    path = write(tmp_path / "pairs.csv", [("a", "b", 10), ("c", "d", 2), ("e", "f", 2)], ("premise", "hypothesis", "y"))
+    rows = read_labelled_file(path, ("premise", "hypothesis"), "y")
+    assert rows.label_names == ("2", "10") and rows.labels.tolist() == [1, 0, 0]
+    assert [column.tolist() for column in rows.texts] == [["a", "c", "e"], ["b", "d", "f"]]
+
+
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        ("text,label\na,x\n", ".txt", r"a data file is \.csv, \.tsv, \.jsonl. Received: suffix '\.txt'"),
+        ("words,label\na,x\n", ".csv", r"no column 'text' \(line 2\). Columns: \['label', 'words'\]"),
+        ("text,label\na,x\n ,y\n", ".csv", r"line 3, column 'text': an empty or non-text value ' '"),
+        ("text,label\na,x\nb,\n", ".csv", r"line 3, column 'label': no label"),
+        ('text,label\na,x\n"b,y\n', ".csv", r"line \d+: unreadable"),
+        ("text,label\na,x,extra\n", ".csv", r"line 2: 3 cells for 2 columns"),
+        ('{"text": "a", "label": "x"}\n{"text": "b", \n', ".jsonl", r"line 2: not a JSON object"),
+        ('{"text": 3, "label": "x"}\n', ".jsonl", r"line 1, column 'text': an empty or non-text value 3"),
+        ("", ".csv", r"no rows"),
+    ],
+    ids=[
+        *("format", "missing_column", "empty_text", "missing_label", "quote"),
+        *("extra_cell", "bad_json", "number", "empty"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_file_line_and_column(tmp_path, content, suffix, message):
+    path = tmp_path / f"data{suffix}"
+    path.write_text(content)
+    with pytest.raises(DataFileError, match=message) as raised:
+        read_labelled_file(path)
+    assert str(path) in str(raised.value)
+
+
+def test_a_test_file_with_a_label_the_training_file_lacks_is_refused(tmp_path):
+    train = write(tmp_path / "train.csv", reviews(1))
+    test = write(tmp_path / "test.csv", [("fine", "good"), ("meh", "neutral")])
+    with pytest.raises(DataFileError, match=r"test.csv, line 3, column 'label': the label 'neutral' is not among"):
+        file_task(train, test)
+
+
+def test_without_a_test_file_a_stratified_share_is_held_out_and_validation_comes_from_training(tmp_path):
+    task = file_task(write(tmp_path / "reviews.csv", reviews(10)), test_fraction=0.3)
+    assert task.name == "file:reviews" and task.spec.labels == ("bad", "good")
+    assert np.bincount(task.evaluation.labels).tolist() == [18, 18] and len(task.train.labels) == 84
+    assert not set(task.train.idx) & set(task.evaluation.idx)  # disjoint rows (their line numbers)
+    splits = few_shot_splits(
+        task.train.labels, task.evaluation.labels, 5, num_subsamples=3, validation_size=20,
+        validation_from="train", sampling="per_class",
+    )  # fmt: skip
+    assert len(splits.test) == 36 and splits.validation_split == "train"
+    for train in splits.train:
+        assert np.bincount(task.train.labels[train]).tolist() == [5, 5]
+        assert not set(train) & set(splits.validation)
+
+
+def run(*arguments, env_backend="torch"):
+    env = dict(os.environ, KERAS_BACKEND=env_backend)
+    command = [sys.executable, "-m", "keras_scl.experiments", *arguments, "--quiet"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize(
+    "make, flags, message",
+    [
+        (lambda p: write(p / "r.csv", reviews()), ["--text-column", "review"], r"--train: .*no column 'review'"),
+        (lambda p: write(p / "r.csv", reviews()), ["--label-column", "y"], r"argument --train: .*no column 'y'"),
+        (lambda p: write(p / "r.csv", reviews(2)), ["--sizes", "20"], r"argument --sizes: .*N=20 examples per class"),
+        (lambda p: p / "missing.csv", [], r"argument --train: .*missing.csv: no such file"),
+        (lambda p: write(p / "r.csv", [("a", "x"), (" ", "y")]), [], r"argument --train: .*line 3, column 'text'"),
+    ],
+    ids=["text_column", "label_column", "too_few_per_class", "no_file", "empty_text"],
+)
+def test_the_main_job_refuses_a_bad_file_before_any_run_with_exit_code_2(tmp_path, make, flags, message):
+    import re
+
+    output = tmp_path / "out"
+    result = run("--train", str(make(tmp_path)), *flags, "--encoder", "tiny", "--output", str(output))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+    assert not output.exists()
+
+
+def test_the_main_job_trains_on_a_users_csv_end_to_end(tmp_path):
+    train = write(tmp_path / "reviews.csv", reviews(6))
+    output = tmp_path / "out"
+    result = run(
+        *("--train", str(train), "--encoder", "tiny", "--sizes", "3", "--subsamples", "2"),
+        *("--validation-size", "8", "--sequence-length", "16", "--steps", "4", "--projection", "pca"),
+        *("--temperature", "0.1", "0.3", "--output", str(output)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = read_runs(output)
+    assert {run["task"] for run in runs} == {"file:reviews"}
+    assert all(run["label_names"] == ["bad", "good"] for run in runs)
+    # CE once per subsample; CE+SCL once per τ of the grid (λ from the few-shot default grid).
+    assert sum(run["loss"] == "ce" for run in runs) == 2
+    assert sorted({(run["temperature"], run["scl_weight"]) for run in runs if run["loss"] == "ce+scl"}) == [
+        (0.1, 0.5), (0.1, 0.9), (0.3, 0.5), (0.3, 0.9),
+    ]  # fmt: skip
+    assert all(run["train_examples"] == 6 and run["train_steps"] == 4 for run in runs)
+    table = (output / "table.md").read_text()
+    assert "| file:reviews |" in table and "chosen per task and N by mean validation accuracy" in table
+    config = json.loads((output / "config.json").read_text())
+    assert config["train_file"] == str(train) and config["recipe"] == "few_shot" and config["per_class"] is True
+
+
+def test_files_and_tasks_exclude_each_other(tmp_path):
+    train = write(tmp_path / "reviews.csv", reviews())
+    with pytest.raises(ValueError, match="`tasks` and `train_file` exclude each other"):
+        ExperimentConfig(train_file=str(train), tasks=("sst2",), encoder="tiny")

@@ -1,0 +1,76 @@
+"""`keras_scl.few_shot_recipe`: a linear probe, a step budget with warm-up, balanced batches, the best checkpoint."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_scl import MeanPooledTextClassifier
+from keras_scl import SCLClassifier
+from keras_scl import SupervisedContrastiveLoss
+from keras_scl import few_shot_recipe
+from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.recipe import recipe_steps
+
+TEXTS = ["good", "fine", "great", "lovely", "nice", "bad", "dull", "poor", "awful", "grim"]
+LABELS = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+
+
+def model(**kwargs):
+    keras.utils.set_random_seed(0)
+    tiny = tiny_roberta_classifier(num_classes=2, texts=TEXTS * 3)
+    classifier = MeanPooledTextClassifier(tiny.backbone, 2, preprocessor=tiny.preprocessor, dropout=0.0)
+    return SCLClassifier(classifier, embedding="mean", **kwargs)
+
+
+@pytest.mark.parametrize("n, batch_size, expected", [(20, 16, 32), (100, 16, 50), (1000, 16, 500), (64, 8, 64)])
+def test_the_step_budget_is_eight_epochs_and_at_least_32_steps(n, batch_size, expected):
+    assert recipe_steps(n, batch_size) == expected
+
+
+def test_the_recipe_warms_up_then_decays_and_takes_its_steps_in_rounds():
+    recipe_model = model(scl_weight=0.5)
+    history = few_shot_recipe(recipe_model, TEXTS, LABELS, steps=10, learning_rate=1e-3, evaluations=4)
+    # 10 steps in 4 rounds: rounded up to 3 steps a round.
+    assert int(ops.convert_to_numpy(recipe_model.optimizer.iterations)) == 12
+    assert len(history.history["loss"]) == 4 and "probe_accuracy" in history.history
+    schedule = recipe_model.optimizer._learning_rate  # the recipe's schedule, read back as a test may
+    rates = [float(ops.convert_to_numpy(schedule(step))) for step in range(13)]
+    warmup = round(0.1 * 12)
+    assert rates[0] == 0.0 and rates[warmup] == pytest.approx(1e-3) and rates[12] == pytest.approx(0.0, abs=1e-9)
+    assert all(a <= b for a, b in zip(rates[: warmup + 1], rates[1 : warmup + 1], strict=False))
+    assert all(a >= b for a, b in zip(rates[warmup:], rates[warmup + 1 :], strict=False))
+
+
+def test_the_recipe_keeps_the_compiled_loss_and_the_models_settings():
+    recipe_model = model(scl_weight=0.25)
+    recipe_model.compile(loss=SupervisedContrastiveLoss(temperature=0.7))
+    few_shot_recipe(recipe_model, TEXTS, LABELS, steps=4, evaluations=1)
+    assert recipe_model.temperature == pytest.approx(0.7) and recipe_model.scl_weight == pytest.approx(0.25)
+    assert type(recipe_model.optimizer).__name__ == "AdamW"
+
+
+def test_the_recipe_ends_at_its_best_validation_checkpoint_the_probes_start_included():
+    from keras_scl.probe import fit_linear_head
+
+    probed = model()
+    fit_linear_head(probed.classifier, TEXTS, LABELS)
+    probed.compile()
+    start = probed.evaluate(TEXTS, LABELS, verbose=0, return_dict=True)["accuracy"]
+
+    recipe_model = model(scl_weight=0.0)
+    # A learning rate far too large: rounds that end worse than the probe's head on validation.
+    history = few_shot_recipe(
+        recipe_model, TEXTS, LABELS, validation_data=(TEXTS, LABELS), steps=6, learning_rate=3.0, evaluations=3
+    )
+    rounds = history.history["val_accuracy"]
+    final = recipe_model.evaluate(TEXTS, LABELS, verbose=0, return_dict=True)["accuracy"]
+    assert final == pytest.approx(max(start, *rounds))
+    best = history.history["best_epoch"][-1]
+    assert best == (-1 if start >= max(rounds) else int(np.argmax(rounds)))
+
+
+def test_the_recipe_refuses_bad_settings_by_name():
+    for name, value in (("steps", 0), ("evaluations", 0), ("learning_rate", -1.0), ("warmup_fraction", 1.0)):
+        with pytest.raises(ValueError, match=f"`{name}` must be"):
+            few_shot_recipe(model(), TEXTS, LABELS, **{name: value})
