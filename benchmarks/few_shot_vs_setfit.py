@@ -18,8 +18,8 @@ same sequence length (128 tokens: every method truncates the reviews alike;
 SetFit's own default for this checkpoint, 256, doubles every method's time):
 
 - `recipe CE`, `recipe CE+SCL`: `python -m keras_scl.experiments` with its
-  defaults (the few-shot recipe; CE+SCL's τ and λ chosen on the validation
-  set from the grid, per task and N);
+  defaults (the few-shot recipe; CE+SCL's λ chosen on the validation set
+  from its default grid, τ 0.3 and λ 0.5 or 0.9, per task and N);
 - `paper CE`, `paper CE+SCL`: `--recipe paper` (10 epochs of AdamW 1e-5,
   batch 16, SCL on the start token, τ 0.3, λ 0.9);
 - `SetFit`: SetFit 1.2 with its defaults (contrastive pairs, one epoch, then

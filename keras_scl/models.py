@@ -262,7 +262,8 @@ class SCLClassifier(keras_hub.models.Task):
                 own head (RoBERTa's and BERT's read the start token), or
                 `"mean"`, the L2-normalised masked mean of the final hidden
                 states (a `keras_scl.MeanPooledTextClassifier`: the sentence
-                embedding of sentence-transformers such as MiniLM).
+                embedding of sentence-transformers such as MiniLM), with
+                SCL on the same feature unless `embedding` says otherwise.
                 Defaults to `None`.
             **kwargs: The arguments of `SCLClassifier` (`scl_weight`,
                 `embedding`, ...) go to the wrapper; the others to the
@@ -283,6 +284,8 @@ class SCLClassifier(keras_hub.models.Task):
         wrapper = {key: kwargs.pop(key) for key in list(kwargs) if key in wrapper_arguments}
         preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
         classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
+        if pooling == "mean":
+            wrapper.setdefault("embedding", "mean")  # head and SCL on the same sentence embedding
         if pooling == "mean" and not isinstance(classifier, MeanPooledTextClassifier):
             head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
             classifier = MeanPooledTextClassifier(

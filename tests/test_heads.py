@@ -118,5 +118,9 @@ def test_from_preset_with_mean_pooling_keeps_the_encoder_and_its_preprocessor(tm
     assert isinstance(model.classifier.backbone, keras_hub.models.RobertaBackbone)
     assert model.preprocessor is not None and model.scl_weight == 0.5
     assert model.predict(TEXTS, verbose=0).shape == (4, 4)
+    # SCL follows the head onto the mean unless told otherwise; the paper's start token stays the default.
+    assert SCLClassifier.from_preset(tmp_path, num_classes=2, pooling="mean").embedding == "mean"
+    assert SCLClassifier.from_preset(tmp_path, num_classes=2, pooling="mean", embedding="cls").embedding == "cls"
+    assert SCLClassifier.from_preset(tmp_path, num_classes=2).embedding == "cls"
     with pytest.raises(ValueError, match="pooling='max'"):
         SCLClassifier.from_preset(tmp_path, num_classes=2, pooling="max")

@@ -103,12 +103,85 @@ def test_the_readme_api_reference_is_keras_scl_all():
     assert sorted(names) == sorted(keras_scl.__all__)
 
 
-def test_the_readme_quick_start_runs(tmp_path):
+def requirement_closure(requirements):
+    """The installed distributions (canonical names) that `requirements` pull in, recursively, markers applied."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen, todo = set(), [(Requirement(text), ()) for text in requirements]
+    while todo:
+        requirement, extras = todo.pop()
+        environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
+        if requirement.marker and not any(requirement.marker.evaluate(env) for env in environments):
+            continue
+        name = canonicalize_name(requirement.name)
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            continue  # an optional dependency not installed here
+        if name not in seen:
+            seen.add(name)
+            todo += [(Requirement(text), tuple(requirement.extras)) for text in requires]
+    return seen
+
+
+def modules_of_unnamed_extras(named):
+    """Top-level modules that only the extras not in `named` bring (what a user with `named` lacks)."""
+    from importlib import metadata
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    # The backend the test runs on is the user's own (the README: `pip install keras-scl jax`).
+    backend = {"jax": ["jax"], "torch": ["torch"]}.get(keras.backend.backend(), [])
+    kept = requirement_closure(project["dependencies"] + [r for e in named for r in extras[e]] + backend)
+    kept.add(project["name"])  # an extra may name another of this package's own (`keras-scl[plots]`)
+    unnamed = requirement_closure([r for e in extras if e not in named for r in extras[e]]) - kept
+    blocked = set()
+    for module, distributions in metadata.packages_distributions().items():
+        names = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions}
+        if names & unnamed and not names & kept:
+            blocked.add(module)
+    return blocked
+
+
+def test_the_readme_quick_start_runs_with_only_the_extras_its_install_line_names(tmp_path):
+    install = README[README.index("## Install") :]
+    named = re.search(r'pip install "keras-scl\[([\w,]+)\]"', install).group(1).split(",")
+    blocked = modules_of_unnamed_extras(named)
+    assert {"matplotlib", "tensorflow_datasets", "setfit"} <= blocked  # the check can fail
     quick_start = README[README.index("## Quick start") :]
     code = re.search(r"```python\n(.*?)```", quick_start, flags=re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
+    # The modules of the extras the line leaves out are not found, as on the user's machine (every finder
+    # answers None for them, so that `importlib.util.find_spec` probes see them missing too).
+    guard = textwrap.dedent(
+        f"""
+        import sys
+        BLOCKED = {sorted(blocked)!r}
+        class Uninstalled:
+            def __init__(self, finder):
+                self.finder = finder
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in BLOCKED:
+                    return None
+                return self.finder.find_spec(name, path, target)
+            def __getattr__(self, name):
+                return getattr(self.finder, name)
+        sys.meta_path[:] = [Uninstalled(finder) for finder in sys.meta_path]
+        try:
+            import matplotlib
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise SystemExit("the guard let matplotlib through")
+        """
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", guard + code],
         cwd=tmp_path,
         env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
         capture_output=True,
@@ -117,4 +190,5 @@ def test_the_readme_quick_start_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"\[\[\s*-?\d", result.stdout)  # the printed logits
-    assert (tmp_path / "classifier.keras").exists()
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded, keras_scl.SCLClassifier) and loaded.embedding == "mean"
