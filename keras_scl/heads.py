@@ -10,11 +10,15 @@ and a frozen-encoder probe read), so that a linear probe of the head starts
 where those do. `SCLClassifier.from_preset(..., pooling="mean")` builds one.
 """
 
+import os
+
 import keras
 import keras_hub
 from keras import ops
 
-__all__ = ["MeanPooledTextClassifier", "MeanPooling"]
+from keras_scl.validation import check_one_of
+
+__all__ = ["MeanPooledTextClassifier", "MeanPooling", "classifier_from_preset"]
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
@@ -120,3 +124,29 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
             "activation": keras.activations.serialize(self.activation),
             "dropout": self.dropout,
         }
+
+
+def classifier_from_preset(preset, pooling=None, load_weights=True, **kwargs):
+    """The KerasHub text classifier of a preset; with `pooling="mean"`, a `MeanPooledTextClassifier` on its backbone.
+
+    `kwargs` go to `keras_hub.models.TextClassifier.from_preset`
+    (`num_classes`, `preprocessor`, `activation`, `dropout`, ...).
+
+    Example:
+
+    >>> import tempfile
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> folder = tempfile.mkdtemp()
+    >>> tiny_roberta_classifier(num_classes=2).save_to_preset(folder)
+    >>> type(classifier_from_preset(folder, "mean", num_classes=3)).__name__
+    'MeanPooledTextClassifier'
+    """
+    check_one_of("pooling", pooling, (None, "mean"))
+    preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
+    classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
+    if pooling == "mean" and not isinstance(classifier, MeanPooledTextClassifier):
+        head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
+        classifier = MeanPooledTextClassifier(
+            classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head
+        )
+    return classifier

@@ -2,7 +2,6 @@
 
 import functools
 import inspect
-import os
 
 import keras
 import keras_hub
@@ -10,7 +9,7 @@ from keras import ops
 
 from keras_scl import inputs
 from keras_scl.distributed import world_size
-from keras_scl.heads import MeanPooledTextClassifier
+from keras_scl.heads import classifier_from_preset
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
 from keras_scl.memory import LabelledMemory
@@ -126,6 +125,23 @@ def _split_losses(loss):
     return logits_loss, embedding_loss
 
 
+def _check_one_process():
+    if world_size() > 1:
+        raise RuntimeError(
+            f"SCLClassifier.fit runs in one of {world_size()} torch.distributed processes, and Keras "
+            f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
+            "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
+        )
+
+
+def _tell_interrupted(callbacks):
+    """Calls `on_train_interrupted()` of the callbacks that have one: an exception or Ctrl-C stopped `fit`."""
+    for callback in callbacks or ():
+        interrupted = getattr(callback, "on_train_interrupted", None)
+        if callable(interrupted):
+            interrupted()
+
+
 @keras.saving.register_keras_serializable(package="keras_scl")
 class SCLClassifier(keras_hub.models.Task):
     """Fine-tunes a KerasHub text classifier with cross-entropy plus SCL.
@@ -133,16 +149,12 @@ class SCLClassifier(keras_hub.models.Task):
     The training objective is `(1 - scl_weight) * CE + scl_weight * SCL`:
     CE is the classifier's own cross-entropy on its logits, SCL the loss
     given to `compile()` (a `SupervisedContrastiveLoss`, the default) on the
-    final-layer embedding of the start token (`<s>` / `[CLS]`). Both come from
-    one forward pass, and the layers are the classifier's own: training this
-    model trains `classifier`.
-
+    final-layer embedding (`embedding`), from the same forward pass; the
+    layers are the classifier's own: training this model trains `classifier`.
     `fit()` and `evaluate()` log `loss`, `ce_loss`, `scl_loss`,
-    `positive_fraction` (the fraction of anchors that had a positive) and
-    the compiled metrics (on the logits). The model takes raw strings when
-    the classifier has a preprocessor, token ids otherwise
-    (`keras_scl.inputs`). Calling it returns `{"logits": ..., "embedding":
-    ...}`; `predict()` returns the logits, as the classifier's own does.
+    `positive_fraction` (the anchors that had a positive) and the compiled
+    metrics (on the logits). Calling the model returns `{"logits": ...,
+    "embedding": ...}`; `predict()` the logits, as the classifier's own does.
 
     Args:
         classifier: A functional KerasHub text classifier with a `backbone`
@@ -152,8 +164,9 @@ class SCLClassifier(keras_hub.models.Task):
             Defaults to `0.9`.
         embedding: Where SCL reads the embedding (`keras_scl.tapping.tap`):
             `"cls"`, the final hidden state of the start token (the paper),
-            or `"pooled"`, the feature the output layer reads. Defaults to
-            `"cls"`.
+            `"mean"`, the masked mean of the final hidden states (what
+            sentence-transformers were trained for), or `"pooled"`, the
+            feature the output layer reads. Defaults to `"cls"`.
         memory_size: M, the size of a labelled memory
             (`keras_scl.memory.LabelledMemory`): the last M training
             embeddings join the keys of the SCL loss in training steps.
@@ -163,10 +176,9 @@ class SCLClassifier(keras_hub.models.Task):
             joins the loss. Defaults to `0`.
         name: Name of the model. Defaults to `"scl_classifier"`.
 
-    λ and τ live in non-trainable variables (`scl_weight`, `temperature`):
-    assigning them between steps, as `keras_scl.ParamScheduler` does,
-    reaches a compiled train step without a retrace. Under torch DDP the SCL
-    term and the memory see the global batch (`keras_scl.distributed`).
+    λ and τ live in non-trainable variables (`scl_weight`, `temperature`), so
+    a schedule (`keras_scl.ParamScheduler`) reaches a compiled step without a
+    retrace. Under torch DDP SCL and the memory see the global batch.
 
     Example:
 
@@ -279,19 +291,11 @@ class SCLClassifier(keras_hub.models.Task):
         >>> type(model.classifier).__name__, model.scl_weight
         ('RobertaTextClassifier', 0.5)
         """
-        check_one_of("pooling", pooling, (None, "mean"))
         wrapper_arguments = set(inspect.signature(cls.__init__).parameters) - {"self", "classifier", "kwargs"}
         wrapper = {key: kwargs.pop(key) for key in list(kwargs) if key in wrapper_arguments}
-        preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
-        classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
         if pooling == "mean":
             wrapper.setdefault("embedding", "mean")  # head and SCL on the same sentence embedding
-        if pooling == "mean" and not isinstance(classifier, MeanPooledTextClassifier):
-            head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
-            classifier = MeanPooledTextClassifier(
-                classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head
-            )
-        return cls(classifier, **wrapper)
+        return cls(classifier_from_preset(preset, pooling, load_weights=load_weights, **kwargs), **wrapper)
 
     def save_to_preset(self, preset_dir, **kwargs):
         """Saves the classifier (the model to deploy; λ, τ and the memory are training settings) as a preset."""
@@ -443,12 +447,7 @@ class SCLClassifier(keras_hub.models.Task):
         KeyboardInterrupt that stops training. Under `torch.distributed`,
         train with a DDP loop (`examples/ddp_training.py`).
         """
-        if world_size() > 1:
-            raise RuntimeError(
-                f"SCLClassifier.fit runs in one of {world_size()} torch.distributed processes, and Keras "
-                f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
-                "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
-            )
+        _check_one_process()
         check_integer("epochs", epochs, 0)
         prepared = inputs.for_fit(
             self.preprocessor,
@@ -461,10 +460,8 @@ class SCLClassifier(keras_hub.models.Task):
             validation_data,
             validation_batch_size,
         )
-        # Straight to `keras.Model.fit` where nothing is left for KerasHub's pipeline to preprocess.
-        trainer_fit = super().fit if prepared.through_pipeline else functools.partial(keras.Model.fit, self)
         try:
-            return trainer_fit(
+            return self._trainer("fit", prepared)(
                 **prepared.arguments,
                 epochs=epochs,
                 verbose=verbose,
@@ -476,10 +473,7 @@ class SCLClassifier(keras_hub.models.Task):
                 validation_freq=validation_freq,
             )
         except BaseException:
-            for callback in callbacks or ():
-                interrupted = getattr(callback, "on_train_interrupted", None)
-                if callable(interrupted):
-                    interrupted()
+            _tell_interrupted(callbacks)
             raise
 
     def evaluate(
@@ -497,10 +491,7 @@ class SCLClassifier(keras_hub.models.Task):
         """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
         cached = kwargs.get("_use_cached_eval_dataset", False)  # Keras' `fit` evaluating its validation data
         prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached=cached)
-        trainer_evaluate = functools.partial(keras.Model.evaluate, self)
-        if prepared.through_pipeline:
-            trainer_evaluate = super().evaluate
-        return trainer_evaluate(
+        return self._trainer("evaluate", prepared)(
             **prepared.arguments, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
         )
 
@@ -521,10 +512,13 @@ class SCLClassifier(keras_hub.models.Task):
 
     def _predict_outputs(self, x, batch_size, **kwargs):
         prepared = inputs.for_predict(self.preprocessor, x, batch_size)
-        trainer_predict = functools.partial(keras.Model.predict, self)
+        return self._trainer("predict", prepared)(**prepared.arguments, **kwargs)
+
+    def _trainer(self, method, prepared):
+        """KerasHub's `fit`/`evaluate`/`predict` where its pipeline has work left, else `keras.Model`'s own."""
         if prepared.through_pipeline:
-            trainer_predict = super().predict
-        return trainer_predict(**prepared.arguments, **kwargs)
+            return getattr(super(), method)
+        return functools.partial(getattr(keras.Model, method), self)
 
     def get_config(self):
         classifier = keras.saving.serialize_keras_object(self.classifier)
