@@ -67,3 +67,8 @@ def test_the_table_reports_the_chosen_runs_and_names_the_choice():
     assert "| 20 | CE+SCL | 70.0 ± 0.0 |" in table  # the chosen point's test accuracy, not 40 or a blend
     assert "runs per cell: 3." in table
     assert "| t | 20 | 0.3 | 0.9 | 80.0 (τ=0.1, λ=0.5: 60.0, τ=0.3, λ=0.9: 80.0) |" in table
+
+
+def test_one_setting_is_no_choice_and_gets_no_table_of_choices():
+    table = markdown_table(runs_of({(0.3, 0.9): ([0.8] * 3, [0.70] * 3)}), k=3)
+    assert "| 20 | CE+SCL | 70.0 ± 0.0 |" in table and "chosen" not in table

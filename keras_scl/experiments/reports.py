@@ -150,7 +150,7 @@ def markdown_table(runs, k=3):
 
     Two tables: the top `k` runs by validation accuracy, and all runs; test
     accuracy in %, mean ± std. CE+SCL is the (τ, λ) `select_grid` chose, and
-    a third table says which.
+    with a grid, a third table says which.
     """
     runs, choices = select_grid(runs)
     summary = summarise(runs, k)
@@ -175,7 +175,7 @@ def markdown_table(runs, k=3):
                     f"| {n} | p (paired t) | " + " | ".join("–" if math.isnan(p) else f"{p:.3g}" for p in values) + " |"
                 )
         lines.append("")
-    if choices:
+    if any(len(choice["candidates"]) > 1 for choice in choices.values()):  # a grid, not one setting
         lines += [
             "CE+SCL's τ and λ, chosen per task and N by mean validation accuracy over the subsamples "
             "(the candidates' means in brackets).",
