@@ -8,6 +8,7 @@ logs what it did in `fit`'s history, and puts back what it changed when
 training ends.
 """
 
+import math
 import numbers
 from pathlib import Path
 
@@ -121,9 +122,10 @@ class ParamScheduler(keras.callbacks.Callback):
                 f"{{'scl_weight': 0.5}}. Received: schedules={schedules!r}"
             )
         for name, schedule in schedules.items():
-            if not callable(schedule) and (not isinstance(schedule, numbers.Real) or isinstance(schedule, bool)):
+            is_number = isinstance(schedule, numbers.Real) and not isinstance(schedule, bool)
+            if not callable(schedule) and not (is_number and math.isfinite(schedule)):
                 raise ValueError(
-                    f"The schedule of '{name}' must be a number or a function of the epoch or step. "
+                    f"The schedule of '{name}' must be a finite number or a function of the epoch or step. "
                     f"Received: {schedule!r}"
                 )
         self.schedules = dict(schedules)
@@ -141,6 +143,11 @@ class ParamScheduler(keras.callbacks.Callback):
     def _set_all(self, progress):
         for name, schedule in self.schedules.items():
             value = self._value(schedule, progress)
+            if not math.isfinite(value):  # a setting's own check names its range; NaN or inf is never one
+                raise ValueError(
+                    f"The schedule of '{name}' gave a value that is not finite at {self.per} {progress}. "
+                    f"Received: {value}"
+                )
             if value != self._current[name]:  # assign only on change
                 self._settings[name].set(self.model, value)
                 self._current[name] = value

@@ -10,6 +10,7 @@ and a frozen-encoder probe read), so that a linear probe of the head starts
 where those do. `SCLClassifier.from_preset(..., pooling="mean")` builds one.
 """
 
+import inspect
 import os
 
 import keras
@@ -150,3 +151,22 @@ def classifier_from_preset(preset, pooling=None, load_weights=True, **kwargs):
             classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head
         )
     return classifier
+
+
+def classifier_keywords():
+    """The keyword arguments some KerasHub text classifier's `from_preset` or constructor takes.
+
+    What `SCLClassifier.from_preset` passes on must be among them: KerasHub
+    accepts unknown keywords without a word, so a misspelt one would be lost.
+    """
+    keywords = {"load_weights", "name", "dtype", "trainable"}
+    classes = [keras_hub.models.TextClassifier]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        keywords |= {
+            name
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name != "self"
+        }
+    return keywords

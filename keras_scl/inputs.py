@@ -28,6 +28,7 @@ from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import as_arrays
 from keras_scl.batching import num_examples
 from keras_scl.batching import take
+from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_labels
 from keras_scl.validation import check_number
@@ -85,10 +86,35 @@ def _check_batch_sizes(**sizes):
             check_integer(name, size, 1)
 
 
-def _check_labels_and_weights(x, y, sample_weight):
-    """Text labels, and sample weights that do not match the examples, named before any work starts."""
+def _check_x(x):
+    """Inputs that no path takes, named: one string, and sentence pairs given as a list of tuples."""
+    if isinstance(x, (str, bytes)):
+        raise ValueError(f"`x` must be a list of texts, not one string: wrap it, x=[x]. Received: x={x!r:.80}")
+    if isinstance(x, list) and x and all(isinstance(item, tuple) for item in x):
+        raise ValueError(
+            "Sentence pairs go in as a tuple of two lists, (premises, hypotheses), not a list of tuples: "
+            f"x = tuple(map(list, zip(*pairs))). Received: x starting {x[0]!r:.80}"
+        )
+
+
+def _check_labels_and_weights(x, y, sample_weight, num_classes=None, method="fit"):
+    """Missing, text or out-of-range labels, and sample weights that do not match the examples, named up front.
+
+    `num_classes`: the classifier's; in-memory labels (and those of
+    in-memory batches) are checked against it.
+    """
+    _check_x(x)
+    in_memory = is_in_memory(x)
+    if y is None and in_memory:
+        raise ValueError(
+            f"`{method}` needs labels for in-memory inputs: pass `y` (class ids or one-hot rows). Received: y=None"
+        )
     check_labels("y", y)
-    if sample_weight is None or y is None or not is_in_memory(x):
+    if num_classes is not None:
+        labels = x.y if isinstance(x, InMemoryBatches) else y if in_memory else None
+        if labels is not None:
+            check_class_labels("y", labels, num_classes)
+    if sample_weight is None or y is None or not in_memory:
         return
     weights = tuple(sample_weight.shape) if keras.ops.is_tensor(sample_weight) else np.shape(sample_weight)
     examples = num_examples(y)
@@ -120,9 +146,17 @@ def _through_pipeline(preprocessor, x):
     return preprocessor is not None and is_pipeline_dataset(x)
 
 
-def _prepared_validation_data(preprocessor, validation_data):
+def _prepared_validation_data(preprocessor, validation_data, num_classes=None):
     if validation_data is None:
         return None
+    if isinstance(validation_data, (list, tuple)) and len(validation_data) not in (2, 3):
+        raise ValueError(
+            "`validation_data` must be `(x, y)` or `(x, y, sample_weight)`, or a dataset. "
+            f"Received: a {type(validation_data).__name__} of {len(validation_data)} items"
+        )
+    if isinstance(validation_data, (list, tuple)) and is_in_memory(validation_data[0]):
+        x, y, *weights = validation_data
+        _check_labels_and_weights(x, y, weights[0] if weights else None, num_classes, method="validation_data")
     if _through_pipeline(preprocessor, validation_data):
         raise ValueError(
             "`validation_data` is a tf.data or grain dataset of text while the training data is not: KerasHub "
@@ -143,8 +177,11 @@ def for_fit(
     validation_split=0.0,
     validation_data=None,
     validation_batch_size=None,
+    num_classes=None,
 ):
     """The inputs of `fit`, as `keras.Model.fit` (or KerasHub's pipeline) takes them.
+
+    `num_classes`: the classifier's; in-memory labels are checked against it.
 
     In-memory data becomes `ShuffledBatches` of `batch_size` (32 by
     default), with `validation_split` holding out the last examples as Keras
@@ -158,7 +195,7 @@ def for_fit(
     """
     _check_batch_sizes(batch_size=batch_size, validation_batch_size=validation_batch_size)
     check_number("validation_split", validation_split, low=0, high=1, high_open=True)
-    _check_labels_and_weights(x, y, sample_weight)
+    _check_labels_and_weights(x, y, sample_weight, num_classes)
     arguments = dict(
         x=x,
         y=y,
@@ -171,7 +208,7 @@ def for_fit(
     )
     if _through_pipeline(preprocessor, x):
         return ModelInputs(arguments, through_pipeline=True)
-    arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data)
+    arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data, num_classes)
     if not (isinstance(x, InMemoryBatches) or is_in_memory(x)):
         arguments["x"] = preprocessed(x, preprocessor)
         return ModelInputs(arguments)
@@ -197,12 +234,14 @@ def for_fit(
     return ModelInputs(arguments)
 
 
-def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, cached=False):
-    """The inputs of `evaluate`; `cached`: Keras' `fit` evaluating its cached validation data."""
-    _check_batch_sizes(batch_size=batch_size)
-    _check_labels_and_weights(x, y, sample_weight)
+def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, cached=False, num_classes=None):
+    """The inputs of `evaluate`; `cached`: Keras' `fit` evaluating its cached validation data (checked already)."""
     arguments = dict(x=x, y=y, sample_weight=sample_weight, batch_size=batch_size)
-    if cached or _through_pipeline(preprocessor, x):
+    if cached:
+        return ModelInputs(arguments, through_pipeline=True)
+    _check_batch_sizes(batch_size=batch_size)
+    _check_labels_and_weights(x, y, sample_weight, num_classes, method="evaluate")
+    if _through_pipeline(preprocessor, x):
         return ModelInputs(arguments, through_pipeline=True)
     # Lists of labels and weights as arrays: Keras reads a list beside dict inputs as an unknown type.
     arguments.update(x=_prepared(preprocessor, x), y=as_arrays(y), sample_weight=as_arrays(sample_weight))
@@ -212,6 +251,7 @@ def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, c
 def for_predict(preprocessor, x, batch_size=None):
     """The inputs of `predict` (and `SCLClassifier.embed`)."""
     _check_batch_sizes(batch_size=batch_size)
+    _check_x(x)
     if _through_pipeline(preprocessor, x):
         return ModelInputs(dict(x=x, batch_size=batch_size), through_pipeline=True)
     return ModelInputs(dict(x=_prepared(preprocessor, x), batch_size=batch_size))

@@ -25,9 +25,16 @@ _SQUARED_NORM_EPSILON = 1e-24
 
 
 def _check_temperature(temperature):
-    # A variable or tensor (a schedule moves it, or it is learned) is checked where it is set, not here.
-    if not (isinstance(temperature, keras.Variable) or ops.is_tensor(temperature)):
-        check_number("temperature", temperature, low=0, low_open=True)
+    # A variable or tensor (a schedule moves it, or it is learned) is checked for the value it holds
+    # when the loss is made (one read); later values are checked where they are set.
+    if isinstance(temperature, keras.Variable) or ops.is_tensor(temperature):
+        value = _concrete_values(temperature)
+        if value is None:  # a symbolic tensor: no value to read
+            return
+        if value.size != 1:
+            raise ValueError(f"`temperature` must be a scalar. Received: temperature of shape {value.shape}")
+        temperature = float(value.reshape(()))
+    check_number("temperature", temperature, low=0, low_open=True)
 
 
 def _concrete_values(x):

@@ -5,19 +5,24 @@ import inspect
 
 import keras
 import keras_hub
+import numpy as np
 from keras import ops
 
 from keras_scl import inputs
+from keras_scl.batching import InMemoryBatches
 from keras_scl.distributed import world_size
 from keras_scl.heads import classifier_from_preset
+from keras_scl.heads import classifier_keywords
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
 from keras_scl.memory import LabelledMemory
+from keras_scl.state import restored_on_failure
 from keras_scl.tapping import EMBEDDINGS
 from keras_scl.tapping import reads_logits
 from keras_scl.tapping import tap
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_integer
+from keras_scl.validation import check_keywords
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
@@ -83,7 +88,9 @@ class FunctionLoss(keras.losses.Loss):
     """A loss function `fn(y_true, y_pred)` of per-example losses, reduced as Keras reduces a compiled function."""
 
     def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
-        super().__init__(name=name or getattr(fn, "__name__", "loss"), reduction=reduction, dtype=dtype)
+        super().__init__(
+            name=name or getattr(fn, "__name__", "loss").lstrip("_") or "loss", reduction=reduction, dtype=dtype
+        )
         self.fn = fn
 
     def call(self, y_true, y_pred):
@@ -132,6 +139,57 @@ def _check_one_process():
             f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
             "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
         )
+
+
+def _check_classifier(classifier, keywords):
+    """A KerasHub classifier to wrap: not an `SCLClassifier` (whose outputs are a dict), not some other object."""
+    # The named arguments too: they never arrive here, but a misspelling is matched to them.
+    named = set(inspect.signature(SCLClassifier.__init__).parameters) - {"self", "kwargs"}
+    check_keywords("SCLClassifier", keywords, {"trainable", "dtype", *named})
+    if isinstance(classifier, SCLClassifier):
+        raise TypeError(
+            "`classifier` is already an SCLClassifier: wrap its classifier, SCLClassifier(model.classifier, ...). "
+            f"Received: classifier={classifier.name!r}"
+        )
+    if not isinstance(classifier, keras.Model):  # a model without a backbone: `tap` names what it lacks
+        raise TypeError(
+            "`classifier` must be a KerasHub text classifier with a `backbone` (e.g. "
+            f"keras_hub.models.TextClassifier.from_preset(...)). Received: a {type(classifier).__name__}"
+        )
+
+
+def _check_can_fit(model, x, y):
+    _check_one_process()
+    _check_compiled(model, "fit", x, y)
+
+
+def _check_compiled(model, method, x, y):
+    """Compiled, and given labels of the kind (ids or one-hot rows) the compiled metrics were first used with."""
+    if not model.compiled:
+        raise ValueError(f"Call `compile()` before `{method}()`: e.g. model.compile(optimizer='adamw', loss='auto').")
+    labels = x.y if isinstance(x, InMemoryBatches) else y
+    if labels is None or not (inputs.is_in_memory(labels) or isinstance(x, InMemoryBatches)):
+        return
+    shape = tuple(labels.shape if ops.is_tensor(labels) else np.shape(labels))
+    kind = "one-hot rows" if is_one_hot(shape) else "ids"
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is None or not compiled.built:  # built by the next step: with these labels
+        model._keras_scl_label_kind = (id(compiled), kind)  # an id: a Keras model would track the object
+        return
+    first = getattr(model, "_keras_scl_label_kind", (None, None))
+    if first[0] == id(compiled) and first[1] != kind and compiled.metrics:
+        raise ValueError(
+            f"`{method}` got labels as {kind}, but this compiled model was first used with {first[1]}: its "
+            "metrics are built for those. Give the labels as before, or call `compile()` again to switch. "
+            f"Received: y of shape {shape}"
+        )
+
+
+def _restoring(model, call, **kwargs):
+    if kwargs.get("_use_cached_eval_dataset"):  # `fit` validating: inside fit's own guard
+        return call(**kwargs)
+    with restored_on_failure(model):
+        return call(**kwargs)
 
 
 def _tell_interrupted(callbacks):
@@ -208,6 +266,7 @@ class SCLClassifier(keras_hub.models.Task):
         name="scl_classifier",
         **kwargs,
     ):
+        _check_classifier(classifier, kwargs)
         _check_scl_weight(scl_weight)
         check_integer("memory_size", memory_size, 0)
         check_integer("memory_warmup_steps", memory_warmup_steps, 0)
@@ -293,6 +352,7 @@ class SCLClassifier(keras_hub.models.Task):
         """
         wrapper_arguments = set(inspect.signature(cls.__init__).parameters) - {"self", "classifier", "kwargs"}
         wrapper = {key: kwargs.pop(key) for key in list(kwargs) if key in wrapper_arguments}
+        check_keywords("SCLClassifier.from_preset", kwargs, classifier_keywords() | wrapper_arguments)
         if pooling == "mean":
             wrapper.setdefault("embedding", "mean")  # head and SCL on the same sentence embedding
         return cls(classifier_from_preset(preset, pooling, load_weights=load_weights, **kwargs), **wrapper)
@@ -440,14 +500,13 @@ class SCLClassifier(keras_hub.models.Task):
     ):
         """Trains the model, as `keras.Model.fit`: the same arguments, in the same order, and what it takes.
 
-        In-memory inputs are tokenised once and reshuffled every epoch;
-        datasets are tokenised batch by batch (`keras_scl.inputs.for_fit`).
-        Labels are class ids or one-hot rows. Callbacks with an
-        `on_train_interrupted()` method hear of an exception or a
-        KeyboardInterrupt that stops training. Under `torch.distributed`,
-        train with a DDP loop (`examples/ddp_training.py`).
+        In-memory inputs are tokenised once and reshuffled every epoch, datasets batch by batch
+        (`keras_scl.inputs.for_fit`). Labels are class ids or one-hot rows, checked against the classes.
+        Callbacks with an `on_train_interrupted()` method hear of an exception or a KeyboardInterrupt
+        that stops training; the model is then as `keras_scl.state.restored_on_failure` leaves it.
+        Under `torch.distributed`, train with a DDP loop (`examples/ddp_training.py`).
         """
-        _check_one_process()
+        _check_can_fit(self, x, y)
         check_integer("epochs", epochs, 0)
         prepared = inputs.for_fit(
             self.preprocessor,
@@ -459,6 +518,7 @@ class SCLClassifier(keras_hub.models.Task):
             validation_split,
             validation_data,
             validation_batch_size,
+            num_classes=self.classifier.output_shape[-1],
         )
         try:
             return self._trainer("fit", prepared)(
@@ -490,7 +550,9 @@ class SCLClassifier(keras_hub.models.Task):
     ):
         """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
         cached = kwargs.get("_use_cached_eval_dataset", False)  # Keras' `fit` evaluating its validation data
-        prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached=cached)
+        _check_compiled(self, "evaluate", x, y)
+        classes = self.classifier.output_shape[-1]
+        prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached, classes)
         return self._trainer("evaluate", prepared)(
             **prepared.arguments, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
         )
@@ -515,10 +577,9 @@ class SCLClassifier(keras_hub.models.Task):
         return self._trainer("predict", prepared)(**prepared.arguments, **kwargs)
 
     def _trainer(self, method, prepared):
-        """KerasHub's `fit`/`evaluate`/`predict` where its pipeline has work left, else `keras.Model`'s own."""
-        if prepared.through_pipeline:
-            return getattr(super(), method)
-        return functools.partial(getattr(keras.Model, method), self)
+        """KerasHub's `fit`/`evaluate`/`predict` where its pipeline has work left, else `keras.Model`'s; restoring."""
+        own = functools.partial(getattr(keras.Model, method), self)
+        return functools.partial(_restoring, self, getattr(super(), method) if prepared.through_pipeline else own)
 
     def get_config(self):
         classifier = keras.saving.serialize_keras_object(self.classifier)

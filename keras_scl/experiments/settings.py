@@ -124,6 +124,11 @@ def _check_names(config):
             raise ConfigError("sizes", str(error)) from None
     if not config.losses or sorted(set(config.losses) - set(LOSSES)):
         raise ConfigError("losses", f"`losses` must be among {list(LOSSES)}. Received: losses={list(config.losses)}")
+    for field in ("tasks", "sizes", "losses"):  # twice would run every run twice and count them as two
+        values = list(getattr(config, field))
+        twice = sorted({value for value in values if values.count(value) > 1}, key=str)
+        if twice:
+            raise ConfigError(field, f"`{field}` names {twice} more than once. Received: {field}={values}")
 
 
 def _check_grid(field, check, *args, **kwargs):

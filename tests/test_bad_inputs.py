@@ -1,0 +1,178 @@
+"""Bad inputs refused by name before any work, and a failed call that leaves the model as it was (every backend)."""
+
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from keras_scl import ClassBalancedBatches
+from keras_scl import ParamScheduler
+from keras_scl import SCLClassifier
+from keras_scl import SupervisedContrastiveLoss
+from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.validation import check_class_labels
+from keras_scl.validation import check_number
+
+TEXTS = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
+LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return tiny_roberta_classifier(num_classes=2, texts=TEXTS, sequence_length=8)
+
+
+@pytest.fixture
+def model(classifier):
+    model = SCLClassifier(classifier, scl_weight=0.5)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), metrics=["accuracy"])
+    return model
+
+
+def same_weights(before, model):
+    return all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float32("nan")])
+def test_check_number_refuses_nan_and_infinities_whatever_the_bounds(value):
+    for bounds in ({}, {"low": 0}, {"low": 0, "high": 1}):
+        with pytest.raises(ValueError, match=r"`x` must be a finite number.*Received: x="):
+            check_number("x", value, **bounds)
+    check_number("x", 1e300)  # large, but finite
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_inf_settings_are_refused_everywhere_they_enter(classifier, value):
+    with pytest.raises(ValueError, match=r"`scl_weight` must be a finite number"):
+        SCLClassifier(classifier, scl_weight=value)
+    with pytest.raises(ValueError, match=r"`temperature` must be a finite number"):
+        SupervisedContrastiveLoss(temperature=value)
+    model = SCLClassifier(classifier)
+    for setting in ("scl_weight", "temperature"):
+        with pytest.raises(ValueError, match=rf"`{setting}` must be a finite number.*Received: {setting}="):
+            setattr(model, setting, value)
+    assert model.scl_weight == pytest.approx(0.9) and model.temperature == pytest.approx(0.3)
+    with pytest.raises(ValueError, match=r"The schedule of 'scl_weight' must be a finite number"):
+        ParamScheduler({"scl_weight": value})
+
+
+def test_a_variable_temperature_is_checked_for_the_value_it_holds():
+    with pytest.raises(ValueError, match=r"`temperature` must be a number > 0. Received: temperature=-0.3"):
+        SupervisedContrastiveLoss(temperature=keras.Variable(-0.3))
+    assert SupervisedContrastiveLoss(temperature=keras.Variable(0.3)) is not None
+
+
+def test_a_schedule_that_turns_nan_stops_fit_before_the_step_that_would_use_it(model):
+    before = model.get_weights()
+    scheduler = ParamScheduler({"temperature": lambda epoch: math.nan})
+    with pytest.raises(ValueError, match=r"The schedule of 'temperature' gave a value that is not finite"):
+        model.fit(TEXTS, LABELS, epochs=1, verbose=0, callbacks=[scheduler])
+    assert same_weights(before, model)
+
+
+def test_misspelt_keywords_are_refused_with_the_closest_name(classifier, tmp_path):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'scl_weigth' \(did you mean 'scl_weight'\?\)"):
+        SCLClassifier(classifier, scl_weigth=0.1)
+    classifier.save_to_preset(tmp_path)
+    with pytest.raises(TypeError, match=r"from_preset got an unexpected keyword argument 'scl_weigth'"):
+        SCLClassifier.from_preset(tmp_path, num_classes=2, scl_weigth=0.1)
+    with pytest.raises(TypeError, match=r"'num_clases' \(did you mean 'num_classes'\?\). Received: num_clases=2"):
+        SCLClassifier.from_preset(tmp_path, num_clases=2)
+    built = SCLClassifier.from_preset(tmp_path, num_classes=3, scl_weight=0.25, dropout=0.2)
+    assert built.scl_weight == 0.25 and built.classifier.output_shape[-1] == 3
+
+
+def test_only_a_keras_hub_classifier_is_wrapped(classifier):
+    with pytest.raises(TypeError, match=r"already an SCLClassifier: wrap its classifier"):
+        SCLClassifier(SCLClassifier(classifier))
+    with pytest.raises(TypeError, match=r"must be a KerasHub text classifier.*Received: a Dense"):
+        SCLClassifier(keras.layers.Dense(2))
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([1, 1, 1, 1, 0, 0, 0, 2], r"class ids in \[0, 2\) for a 2-class classifier. Received: ids \[2\]"),
+        ([1, 1, 1, 1, 0, 0, 0, -1], r"class ids in \[0, 2\).*Received: ids \[-1\]"),
+        ([1, 1, 1, 1, 0, 0, 0, 0.5], r"whole class ids. Received: \[0.5\]"),
+        ([1, 1, 1, 1, 0, 0, 0, math.nan], r"whole class ids. Received: \[nan\]"),
+        (np.eye(2)[LABELS] * [[1, 1]] + np.eye(2)[[0] * 8], r"sum to 1.*Received: row 0 = \[1.0, 1.0\]"),
+        (np.vstack([np.zeros((1, 2)), np.eye(2)[LABELS[1:]]]), r"sum to 1.*Received: row 0 = \[0.0, 0.0\]"),
+        (np.eye(3)[LABELS], r"one-hot rows of 3 classes for a 2-class classifier"),
+        (np.zeros((8, 2, 1)), r"must be class ids of shape \(n,\) or one-hot rows"),
+    ],
+)
+def test_bad_labels_are_refused_by_fit_evaluate_and_validation_before_any_step(model, labels, message):
+    before = model.get_weights()
+    labels = np.asarray(labels)
+    with pytest.raises(ValueError, match=message):
+        model.fit(TEXTS, labels, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.fit(TEXTS, LABELS, validation_data=(TEXTS, labels), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(TEXTS, labels, verbose=0)
+    assert same_weights(before, model)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+
+
+def test_the_labels_of_in_memory_batches_are_checked_against_the_classes_too(model):
+    before = model.get_weights()
+    batches = ClassBalancedBatches(TEXTS, np.where(LABELS == 1, 2, 0), batch_size=4, examples_per_class=2)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 2\) for a 2-class classifier. Received: ids \[2\]"):
+        model.fit(batches, verbose=0)
+    assert same_weights(before, model)
+
+
+def test_good_labels_pass_the_check():
+    check_class_labels("y", [0, 1, 2], 3)
+    check_class_labels("y", np.array([[0.0], [2.0]]), 3)
+    check_class_labels("y", np.eye(3)[[0, 2]], 3)
+    check_class_labels("y", [[0.8, 0.1, 0.1]], 3)  # soft rows that sum to 1
+
+
+def test_missing_labels_missing_compile_and_misshapen_inputs_are_named(classifier, model):
+    uncompiled = SCLClassifier(classifier)
+    for method in ("fit", "evaluate"):
+        with pytest.raises(ValueError, match=rf"Call `compile\(\)` before `{method}\(\)`"):
+            getattr(uncompiled, method)(TEXTS, LABELS, verbose=0)
+        with pytest.raises(ValueError, match=rf"`{method}` needs labels for in-memory inputs.*Received: y=None"):
+            getattr(model, method)(TEXTS, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data` must be `\(x, y\)`.*Received: a tuple of 1 items"):
+        model.fit(TEXTS, LABELS, validation_data=(TEXTS,), verbose=0)
+    with pytest.raises(ValueError, match=r"not one string: wrap it, x=\[x\]. Received: x='a fine film'"):
+        model.predict("a fine film", verbose=0)
+    with pytest.raises(ValueError, match=r"a tuple of two lists.*Received: x starting \('a premise', 'a hypo"):
+        model.predict([("a premise", "a hypothesis")] * 2, verbose=0)
+
+
+def test_labels_of_another_kind_than_the_compiled_metrics_know_are_refused_until_recompiled(model):
+    model.fit(TEXTS, LABELS, epochs=1, verbose=0)
+    one_hot = np.eye(2)[LABELS]
+    with pytest.raises(ValueError, match=r"got labels as one-hot rows, but this compiled model was first used with id"):
+        model.fit(TEXTS, one_hot, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`evaluate` got labels as one-hot rows"):
+        model.evaluate(TEXTS, one_hot, verbose=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), metrics=["accuracy"])
+    model.fit(TEXTS, one_hot, epochs=1, verbose=0)
+    assert model.evaluate(TEXTS, one_hot, verbose=0, return_dict=True)["accuracy"] >= 0
+
+
+def _failing_loss(y_true, y_pred):
+    raise ValueError("a loss that fails while the step is traced")
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_call_that_fails_in_its_first_step_leaves_the_model_as_it_was(model, method):
+    # On JAX, Keras' trainer empties the variables at the first step: without
+    # `restored_on_failure`, `predict` would then raise "'NoneType' object is not callable".
+    model.fit(TEXTS, LABELS, epochs=1, verbose=0)
+    before, predictions = model.get_weights(), model.predict(TEXTS, verbose=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss={"logits": _failing_loss})
+    with pytest.raises(ValueError, match="fails while the step is traced"):
+        getattr(model, method)(TEXTS, LABELS, verbose=0)
+    assert same_weights(before, model)
+    np.testing.assert_allclose(model.predict(TEXTS, verbose=0), predictions, rtol=1e-5, atol=1e-6)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    assert re.match(r"\d", str(model.fit(TEXTS, LABELS, epochs=1, verbose=0).history["loss"][0]))
