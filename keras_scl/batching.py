@@ -6,6 +6,7 @@ import math
 import keras
 import numpy as np
 
+from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import class_ids
 from keras_scl.validation import is_numeric_array
@@ -237,6 +238,7 @@ class ClassBalancedSampler:
 
     def __init__(self, labels, batch_size, examples_per_class=2, num_batches=None, seed=None):
         _check_balance(batch_size, examples_per_class)
+        check_class_labels("labels", labels, num_classes=None)
         labels = class_ids(labels)
         classes, counts = np.unique(labels, return_counts=True)
         small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < examples_per_class}

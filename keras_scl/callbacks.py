@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_scl.batching import num_examples
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
@@ -256,7 +257,14 @@ class EmbeddingView(keras.callbacks.Callback):
         require_plot_libraries("EmbeddingView")
         self.x = x
         self.labels = class_ids(y)
+        if num_examples(x) != len(self.labels):  # named now, not after the first epoch has trained
+            raise ValueError(
+                f"`x` and `y` of EmbeddingView must hold the same examples. Received: {num_examples(x)} inputs "
+                f"and {len(self.labels)} labels"
+            )
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"`directory` of EmbeddingView must be a folder. Received: directory={directory!r}")
         self.every = every
         self.method = method
         self.label_names = label_names

@@ -158,9 +158,16 @@ def _check_classifier(classifier, keywords):
         )
 
 
-def _check_can_fit(model, x, y):
+def _check_can_fit(model, x, y, steps_per_epoch):
     _check_one_process()
     _check_compiled(model, "fit", x, y)
+    # An endless tf.data pipeline (`class_balanced_dataset` of unknown length) would never end an epoch.
+    if steps_per_epoch is None and inputs.is_pipeline_dataset(x) and hasattr(x, "cardinality"):
+        if int(x.cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
+            raise ValueError(
+                "`x` is an endless tf.data dataset (e.g. `class_balanced_dataset` of a dataset of unknown length): "
+                "give `fit` a `steps_per_epoch`. Received: steps_per_epoch=None"
+            )
 
 
 def _check_compiled(model, method, x, y):
@@ -506,7 +513,7 @@ class SCLClassifier(keras_hub.models.Task):
         that stops training; the model is then as `keras_scl.state.restored_on_failure` leaves it.
         Under `torch.distributed`, train with a DDP loop (`examples/ddp_training.py`).
         """
-        _check_can_fit(self, x, y)
+        _check_can_fit(self, x, y, steps_per_epoch)
         check_integer("epochs", epochs, 0)
         prepared = inputs.for_fit(
             self.preprocessor,

@@ -110,6 +110,9 @@ def check_labels(name, labels):
 def check_class_labels(name, labels, num_classes):
     """Raises a ValueError naming `name` unless `labels` are class ids in `[0, num_classes)` or one-hot rows.
 
+    `num_classes=None` checks the ids against 0 only (a sampler that does not
+    know the classifier's classes).
+
     Ids may be integers or integer-valued floats, of shape `(n,)` or
     `(n, 1)`; one-hot rows have `num_classes` non-negative entries summing to
     1 (soft labels included). NaN, fractions, ids out of range, and rows that
@@ -133,7 +136,7 @@ def check_class_labels(name, labels, num_classes):
             f"Received: {name} of shape {values.shape} and dtype {values.dtype}"
         )
     if is_one_hot(values.shape):
-        if values.shape[-1] != num_classes:
+        if num_classes is not None and values.shape[-1] != num_classes:
             raise ValueError(
                 f"`{name}` holds one-hot rows of {values.shape[-1]} classes for a {num_classes}-class classifier. "
                 f"Received: {name} of shape {values.shape}"
@@ -153,7 +156,9 @@ def check_class_labels(name, labels, num_classes):
             f"`{name}` must hold whole class ids. Received: {sorted(set(ids[bad].tolist()))[:5]} "
             f"({int(bad.sum())} of {len(ids)} labels)"
         )
-    outside = (ids < 0) | (ids >= num_classes)
+    outside = (ids < 0) | (ids >= (np.inf if num_classes is None else num_classes))
+    if outside.any() and num_classes is None:
+        raise ValueError(f"`{name}` must hold class ids >= 0. Received: ids {sorted(set(ids[outside].tolist()))[:5]}")
     if outside.any():
         raise ValueError(
             f"`{name}` must hold class ids in [0, {num_classes}) for a {num_classes}-class classifier. "

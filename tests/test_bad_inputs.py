@@ -176,3 +176,42 @@ def test_a_call_that_fails_in_its_first_step_leaves_the_model_as_it_was(model, m
     np.testing.assert_allclose(model.predict(TEXTS, verbose=0), predictions, rtol=1e-5, atol=1e-6)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3))
     assert re.match(r"\d", str(model.fit(TEXTS, LABELS, epochs=1, verbose=0).history["loss"][0]))
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([1, 1, 0, math.nan], r"`labels` must hold whole class ids. Received: \[nan\]"),
+        ([1, 1, 0, 0.5], r"`labels` must hold whole class ids. Received: \[0.5\]"),
+        ([1, 1, -1, -1], r"`labels` must hold class ids >= 0. Received: ids \[-1\]"),
+    ],
+)
+def test_the_class_balanced_sampler_names_labels_that_are_no_class(labels, message):
+    with pytest.raises(ValueError, match=message):
+        ClassBalancedBatches(TEXTS[:4], np.asarray(labels), batch_size=4, examples_per_class=2)
+
+
+def test_an_endless_class_balanced_pipeline_without_steps_per_epoch_is_refused_not_run_forever(model):
+    tf = pytest.importorskip("tensorflow")
+    from keras_scl import class_balanced_dataset
+
+    def examples():
+        yield from zip(TEXTS, LABELS.tolist(), strict=True)
+
+    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
+    unknown_length = tf.data.Dataset.from_generator(examples, output_signature=signature)
+    endless = class_balanced_dataset(unknown_length, num_classes=2, batch_size=4)
+    with pytest.raises(ValueError, match=r"endless tf.data dataset.*Received: steps_per_epoch=None"):
+        model.fit(endless, verbose=0)
+    history = model.fit(endless, steps_per_epoch=2, verbose=0)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2 and len(history.history["loss"]) == 1
+
+
+def test_an_embedding_view_is_checked_when_made_not_after_an_epoch(tmp_path):
+    from keras_scl import EmbeddingView
+
+    with pytest.raises(ValueError, match=r"the same examples. Received: 8 inputs and 7 labels"):
+        EmbeddingView(TEXTS, LABELS[:7], tmp_path)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match=r"`directory` of EmbeddingView must be a folder. Received: directory="):
+        EmbeddingView(TEXTS, LABELS, tmp_path / "a_file")

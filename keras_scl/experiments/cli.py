@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 from keras_scl.experiments.data import TASKS
+from keras_scl.experiments.runner import DivergedRun
 from keras_scl.experiments.runner import FolderConflict
 from keras_scl.experiments.runner import run_experiment
 from keras_scl.experiments.settings import EMBEDDED_DEFAULTS
@@ -154,7 +155,7 @@ def main(argv=None):
         runs = run_experiment(config, output, progress=not quiet)
     except ConfigError as error:
         parser.error(f"argument {flag(error.field)}: {error}")
-    except FolderConflict as error:  # a folder in use, or one that holds other runs
+    except (FolderConflict, DivergedRun) as error:  # a folder in use or of other runs; a run that diverged
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     from keras_scl.experiments.reports import write_reports
 

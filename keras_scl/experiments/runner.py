@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -173,8 +174,24 @@ def _repair_runs(path):
     os.replace(temporary, path)
 
 
+class DivergedRun(RuntimeError):
+    """A run whose losses or accuracies came out NaN or infinite: it is not recorded, so a resume runs it again."""
+
+
 def _append_run(path, record):
-    """One line per run, on disk before the next run starts: a crash loses at most the run in progress."""
+    """One line per run, on disk before the next run starts: a crash loses at most the run in progress.
+
+    A record with a number that is not finite (a diverged run: NaN loss)
+    is refused instead: nothing bad reaches `runs.jsonl`.
+    """
+    bad = sorted(key for key, value in record.items() if isinstance(value, float) and not math.isfinite(value))
+    if bad:
+        raise DivergedRun(
+            f"Run {record.get('task')} N={record.get('n')} subsample {record.get('subsample')} "
+            f"({record.get('loss')}) gave values that are not finite, so it was not recorded in {path}: "
+            + ", ".join(f"{key}={record[key]}" for key in bad)
+            + ". A lower learning rate usually helps; a resume runs it again."
+        )
     with open(path, "a") as file:
         file.write(json.dumps(record) + "\n")
         file.flush()
