@@ -24,11 +24,12 @@ REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "
 _SQUARED_NORM_EPSILON = 1e-24
 
 
-def _check_temperature(temperature):
+def _check_temperature(temperature, read=False):
     # A variable or tensor (a schedule moves it, or it is learned) is checked for the value it holds
-    # when the loss is made (one read); later values are checked where they are set.
+    # when the loss is made (`read`: one read); later values are checked where they are set. Never
+    # in a step: reading a value there makes a GPU wait.
     if isinstance(temperature, keras.Variable) or ops.is_tensor(temperature):
-        value = _concrete_values(temperature)
+        value = _concrete_values(temperature) if read else None
         if value is None:  # a symbolic tensor: no value to read
             return
         if value.size != 1:
@@ -350,7 +351,7 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         dtype=None,
         global_batch=True,
     ):
-        _check_temperature(temperature)
+        _check_temperature(temperature, read=True)
         check_one_of("reduction", reduction, REDUCTIONS)
         check_bool("global_batch", global_batch)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
