@@ -132,12 +132,12 @@ def test_a_folder_refuses_runs_of_another_encoder(fresh, tmp_path):
 
 def test_a_record_with_a_nan_or_infinite_value_is_refused_and_the_file_left_as_it_was(tmp_path):
     from keras_scl.experiments.runner import DivergedRun
-    from keras_scl.experiments.runner import _append_run
+    from keras_scl.experiments.runner import append_run
 
     path = tmp_path / "runs.jsonl"
     good = {"task": "mini/films", "n": 8, "subsample": 0, "loss": "ce", "final_loss": 0.5, "test_accuracy": 0.75}
-    _append_run(path, good)
+    append_run(path, good)
     for key, value in (("final_loss", float("nan")), ("test_accuracy", float("inf"))):
         with pytest.raises(DivergedRun, match=rf"mini/films N=8 subsample 0 \(ce\).*not recorded.*{key}={value}"):
-            _append_run(path, {**good, key: value})
+            append_run(path, {**good, key: value})
     assert path.read_text().splitlines() == [json.dumps(good)]

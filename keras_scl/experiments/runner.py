@@ -178,7 +178,7 @@ class DivergedRun(RuntimeError):
     """A run whose losses or accuracies came out NaN or infinite: it is not recorded, so a resume runs it again."""
 
 
-def _append_run(path, record):
+def append_run(path, record):
     """One line per run, on disk before the next run starts: a crash loses at most the run in progress.
 
     A record with a number that is not finite (a diverged run: NaN loss)
@@ -520,7 +520,7 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar):
                 labels=evaluation["test"][1],
                 label_names=np.array(task.spec.labels),
             )
-        _append_run(output / RUNS_FILE, record)
+        append_run(output / RUNS_FILE, record)
         bar.set_postfix(N=n, subsample=subsample, loss=variant[0], test=f"{record['test_accuracy']:.3f}")
         bar.update()
 
