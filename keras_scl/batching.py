@@ -195,6 +195,25 @@ def _batch_classes(rng, classes, batch_size, examples_per_class):
     return rng.permutation(np.repeat(chosen, shares))
 
 
+def _checked_class_counts(labels, examples_per_class, num_classes=None):
+    """The class ids of `labels`, checked; every class (of `range(num_classes)`, where given) needs enough examples.
+
+    A class of fewer than `examples_per_class` examples would give its anchors
+    copies of themselves as positives; a class of none, no batch at all.
+    """
+    check_class_labels("labels", labels, num_classes=num_classes)
+    labels = class_ids(labels)
+    counts = np.bincount(labels, minlength=num_classes or 0)
+    present = counts > 0 if num_classes is None else np.ones(len(counts), dtype=bool)
+    small = {int(c): int(n) for c, n in enumerate(counts) if present[c] and n < examples_per_class}
+    if small:
+        raise ValueError(
+            f"Every class needs at least examples_per_class={examples_per_class} examples. "
+            f"Received fewer for these classes (class: count): {small}"
+        )
+    return labels
+
+
 def _check_balance(batch_size, examples_per_class):
     check_integer("batch_size", batch_size, 1)
     check_integer("examples_per_class", examples_per_class, 1)
@@ -238,15 +257,8 @@ class ClassBalancedSampler:
 
     def __init__(self, labels, batch_size, examples_per_class=2, num_batches=None, seed=None):
         _check_balance(batch_size, examples_per_class)
-        check_class_labels("labels", labels, num_classes=None)
-        labels = class_ids(labels)
-        classes, counts = np.unique(labels, return_counts=True)
-        small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < examples_per_class}
-        if small:
-            raise ValueError(
-                f"Every class needs at least examples_per_class={examples_per_class} examples. "
-                f"Received fewer for these classes (class: count): {small}"
-            )
+        labels = _checked_class_counts(labels, examples_per_class)
+        classes = np.unique(labels)
         if num_batches is not None:
             check_integer("num_batches", num_batches, 1)
         self.batch_size = batch_size
@@ -331,8 +343,11 @@ def class_balanced_dataset(
 
     The batches are made as `ClassBalancedSampler` makes them, streaming:
     one shuffled, repeated copy of `dataset` per class, and a drawn class for
-    each slot of each batch. Every class must occur in `dataset` (the
-    pipeline ends when one has no example).
+    each slot of each batch. A dataset of known length is read once first:
+    its labels must be ids in `range(num_classes)` (or one-hot rows), each
+    class with at least `examples_per_class` examples. A stream of unknown
+    length has each label checked as it passes; there, a class that never
+    occurs ends the pipeline.
 
     Args:
         dataset: A `tf.data.Dataset` of unbatched `(x, y)` or
@@ -377,6 +392,20 @@ def class_balanced_dataset(
     def label_of(*example):
         label = tf.argmax(example[1], axis=-1) if one_hot else tf.reshape(example[1], [])
         return tf.cast(label, tf.int64)
+
+    if int(dataset.cardinality()) >= 0:  # a finite dataset: its labels are checked and counted before any batch
+        labels = [example[1] for example in dataset.map(lambda *example: example[:2]).as_numpy_iterator()]
+        _checked_class_counts(np.asarray(labels), examples_per_class, num_classes)
+    else:  # a stream: each label is checked as it passes (the filters below would drop it unseen)
+
+        def checked(*example):
+            label = tf.reshape(example[1], [-1])
+            valid = tf.reduce_all((label >= 0) & (label < (2 if one_hot else num_classes)))
+            message = f"class_balanced_dataset: a label outside range({num_classes}) (or not one-hot):"
+            with tf.control_dependencies([tf.debugging.Assert(valid, [message, example[1]])]):
+                return tf.nest.map_structure(tf.identity, example)
+
+        dataset = dataset.map(checked)
 
     per_class = [
         dataset.filter(lambda *example, c=c: tf.equal(label_of(*example), c))

@@ -135,11 +135,11 @@ def _tokenized(preprocessor, x):
     return preprocess_in_chunks(preprocessor, x)
 
 
-def _prepared(preprocessor, x):
+def _prepared(preprocessor, x, labelled_for=None):
     """`x` as `keras.Model`'s own methods take it: in-memory text tokenised once, datasets batch by batch."""
     if isinstance(x, InMemoryBatches) or is_in_memory(x):
         return _tokenized(preprocessor, x)
-    return preprocessed(x, preprocessor)
+    return preprocessed(x, preprocessor, labelled_for)
 
 
 def _through_pipeline(preprocessor, x):
@@ -210,7 +210,7 @@ def for_fit(
         return ModelInputs(arguments, through_pipeline=True)
     arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data, num_classes)
     if not (isinstance(x, InMemoryBatches) or is_in_memory(x)):
-        arguments["x"] = preprocessed(x, preprocessor)
+        arguments["x"] = preprocessed(x, preprocessor, labelled_for=("fit", num_classes))
         return ModelInputs(arguments)
     # `x` shuffles its own batches: Keras would also permute their order.
     arguments["shuffle"] = False
@@ -244,7 +244,8 @@ def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, c
     if _through_pipeline(preprocessor, x):
         return ModelInputs(arguments, through_pipeline=True)
     # Lists of labels and weights as arrays: Keras reads a list beside dict inputs as an unknown type.
-    arguments.update(x=_prepared(preprocessor, x), y=as_arrays(y), sample_weight=as_arrays(sample_weight))
+    x = _prepared(preprocessor, x, labelled_for=("evaluate", num_classes))
+    arguments.update(x=x, y=as_arrays(y), sample_weight=as_arrays(sample_weight))
     return ModelInputs(arguments)
 
 
@@ -300,14 +301,27 @@ def contains_strings(data):
     return False
 
 
-def preprocess_batch(preprocessor, batch):
-    """`batch` (`x`, `(x, y)` or `(x, y, sample_weight)`) with its text inputs run through `preprocessor`."""
+def preprocess_batch(preprocessor, batch, labelled_for=None):
+    """`batch` (`x`, `(x, y)` or `(x, y, sample_weight)`) with its text inputs run through `preprocessor`.
+
+    `labelled_for`: `(method, num_classes)` where the batch must carry labels
+    (`fit`, `evaluate`): they are checked as class ids or one-hot rows of
+    `num_classes` (read on the host; a batch's labels on a GPU are read back).
+    """
     if isinstance(batch, list) and contains_strings(batch) and all(isinstance(s, (str, bytes)) for s in batch):
         batch = (batch,)  # a batch of texts alone, as `predict` takes them
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    if labelled_for is not None:
+        method, num_classes = labelled_for
+        if y is None:
+            raise ValueError(
+                f"`{method}` needs labels: every batch must be (x, y) or (x, y, sample_weight). "
+                f"Received a batch of inputs alone ({type(x).__name__})"
+            )
+        check_class_labels("y", keras.ops.convert_to_numpy(y), num_classes)
     if isinstance(x, tuple) and all(isinstance(s, (str, bytes)) for s in x):
         x = list(x)  # texts, as torch's default collate gives them; a tuple of lists would be sentence pairs
-    if contains_strings(x):
+    if preprocessor is not None and contains_strings(x):
         x = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=_as_lists(x)))
     # Always a tuple: Keras reads a DataLoader's batch with `tuple(batch)`, which takes a bare dict's keys.
     return (x,) if y is None and sample_weight is None else keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
@@ -316,13 +330,13 @@ def preprocess_batch(preprocessor, batch):
 class PreprocessedDataset(keras.utils.PyDataset):
     """A `keras.utils.PyDataset` whose batches of text go through a preprocessor as they are served."""
 
-    def __init__(self, dataset, preprocessor):
+    def __init__(self, dataset, preprocessor, labelled_for=None):
         super().__init__(
             workers=dataset.workers,
             use_multiprocessing=dataset.use_multiprocessing,
             max_queue_size=dataset.max_queue_size,
         )
-        self.dataset, self.preprocessor = dataset, preprocessor
+        self.dataset, self.preprocessor, self.labelled_for = dataset, preprocessor, labelled_for
 
     @property
     def num_batches(self):
@@ -332,7 +346,7 @@ class PreprocessedDataset(keras.utils.PyDataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        return preprocess_batch(self.preprocessor, self.dataset[index])
+        return preprocess_batch(self.preprocessor, self.dataset[index], self.labelled_for)
 
     def on_epoch_begin(self):
         self.dataset.on_epoch_begin()
@@ -341,13 +355,13 @@ class PreprocessedDataset(keras.utils.PyDataset):
         self.dataset.on_epoch_end()
 
 
-def _preprocessed_loader(loader, preprocessor):
+def _preprocessed_loader(loader, preprocessor, labelled_for):
     """A torch `DataLoader` serving `loader`'s batches through `preprocessor` (in this process)."""
     import torch.utils.data
 
     class Preprocessed(torch.utils.data.IterableDataset):
         def __iter__(self):
-            return (preprocess_batch(preprocessor, batch) for batch in loader)
+            return (preprocess_batch(preprocessor, batch, labelled_for) for batch in loader)
 
         def __len__(self):
             return len(loader)
@@ -361,12 +375,15 @@ def _is_torch_data_loader(data):
     return any(cls.__module__.startswith("torch.utils.data") and cls.__name__ == "DataLoader" for cls in classes)
 
 
-def preprocessed(data, preprocessor):
-    """Batches of `data` with text tokenised by `preprocessor` as they are served; `data` itself without one.
+def preprocessed(data, preprocessor, labelled_for=None):
+    """Batches of `data` with text tokenised by `preprocessor` as they are served; `data` itself without either.
 
     `data` is a `keras.utils.PyDataset`, a torch `DataLoader` or any
     iterable of batches (`x`, `(x, y)` or `(x, y, sample_weight)`). Batches
-    that hold no text pass through as they are.
+    that hold no text pass through as they are. With `labelled_for`
+    (`(method, num_classes)`), the labels of each batch of a `PyDataset`, a
+    `DataLoader` or (with a preprocessor) an iterable are checked as it is
+    served (see `preprocess_batch`).
 
     Example:
 
@@ -381,10 +398,12 @@ def preprocessed(data, preprocessor):
     >>> sorted(x), x["token_ids"].shape, y.tolist()
     (['padding_mask', 'token_ids'], (2, 64), [1, 0])
     """
-    if preprocessor is None:
+    if preprocessor is None and labelled_for is None:
         return data
     if isinstance(data, keras.utils.PyDataset):
-        return PreprocessedDataset(data, preprocessor)
+        return PreprocessedDataset(data, preprocessor, labelled_for)
     if _is_torch_data_loader(data):
-        return _preprocessed_loader(data, preprocessor)
-    return (preprocess_batch(preprocessor, batch) for batch in data)
+        return _preprocessed_loader(data, preprocessor, labelled_for)
+    if preprocessor is None or is_pipeline_dataset(data):  # Keras reads them as they are
+        return data
+    return (preprocess_batch(preprocessor, batch, labelled_for) for batch in data)

@@ -207,6 +207,80 @@ def test_an_endless_class_balanced_pipeline_without_steps_per_epoch_is_refused_n
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2 and len(history.history["loss"]) == 1
 
 
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([0, 0, 1, 1, 2, 2], r"`labels` must hold class ids in \[0, 2\) .*Received: ids \[2\]"),  # else dropped unseen
+        ([0, 0, 0, 1, 1, 1], None),
+        ([0, 0, 0, 0, 1, 0], r"fewer for these classes \(class: count\): \{1: 1\}"),  # its own positive
+        ([0, 0, 0, 0, 0, 0], r"fewer for these classes \(class: count\): \{1: 0\}"),  # no batch at all
+    ],
+)
+def test_a_class_balanced_pipeline_checks_its_labels_before_any_batch(labels, message):
+    tf = pytest.importorskip("tensorflow")
+    from keras_scl import class_balanced_dataset
+
+    examples = tf.data.Dataset.from_tensor_slices((tf.constant(TEXTS[:6]), tf.constant(labels, tf.int64)))
+    if message is None:
+        batches = list(class_balanced_dataset(examples, num_classes=2, batch_size=4, seed=0))
+        assert len(batches) == 2 and all(sorted(np.bincount(y.numpy(), minlength=2)) == [2, 2] for _, y in batches)
+        return
+    with pytest.raises(ValueError, match=message):
+        class_balanced_dataset(examples, num_classes=2, batch_size=4)
+
+
+def test_a_class_balanced_stream_stops_at_a_label_outside_the_classes_instead_of_dropping_it():
+    tf = pytest.importorskip("tensorflow")
+    from keras_scl import class_balanced_dataset
+
+    def examples():
+        yield from zip(TEXTS, [0, 1, 0, 1, 7, 0, 1, 0], strict=True)
+
+    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
+    stream = tf.data.Dataset.from_generator(examples, output_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"a label outside range\(2\)[\s\S]*7"):
+        list(class_balanced_dataset(stream, num_classes=2, batch_size=4, num_batches=4, seed=0))
+
+
+class TextBatches(keras.utils.PyDataset):
+    """Two batches of four texts, with the labels given (or none: inputs alone)."""
+
+    def __init__(self, labels=None):
+        super().__init__()
+        self.labels = labels
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        texts = TEXTS[4 * index : 4 * index + 4]
+        return texts if self.labels is None else (texts, np.asarray(self.labels[4 * index : 4 * index + 4]))
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_labels_that_arrive_batch_by_batch_are_checked_as_each_batch_is_served(model, method):
+    run = getattr(model, method)
+    with pytest.raises(ValueError, match=rf"`{method}` needs labels: every batch must be \(x, y\)"):
+        run(TextBatches(), verbose=0)
+    with pytest.raises(ValueError, match=r"`y` must hold class ids in \[0, 2\) .*Received: ids \[5\]"):
+        run(TextBatches([1, 1, 0, 0, 1, 5, 0, 0]), verbose=0)
+    with pytest.raises(ValueError, match=r"`y` must hold whole class ids. Received: \[0.5\]"):
+        run(TextBatches([1, 1, 0, 0.5, 1, 1, 0, 0]), verbose=0)
+    result = run(TextBatches(LABELS.tolist()), verbose=0)
+    assert np.all(np.isfinite(result.history["loss"] if method == "fit" else result))
+
+
+def test_a_torch_data_loaders_labels_are_checked_too(model):
+    torch = pytest.importorskip("torch")
+
+    pairs = list(zip(TEXTS, [1, 1, 0, 0, 1, 1, 0, 3], strict=True))
+    loader = torch.utils.data.DataLoader(pairs, batch_size=4)
+    with pytest.raises(ValueError, match=r"`y` must hold class ids in \[0, 2\) .*Received: ids \[3\]"):
+        model.fit(loader, verbose=0)
+    loader = torch.utils.data.DataLoader(list(zip(TEXTS, LABELS.tolist(), strict=True)), batch_size=4)
+    assert len(model.fit(loader, verbose=0).history["loss"]) == 1
+
+
 def test_an_embedding_view_is_checked_when_made_not_after_an_epoch(tmp_path):
     from keras_scl import EmbeddingView
 

@@ -64,3 +64,83 @@ def test_a_named_encoder_path_is_checked_before_the_paper_defaults_are(tmp_path,
         few_shot().main(["--encoder", "./missing-checkpoint", "--tasks", "mini/films", "--output", str(tmp_path / "o")])
     error = capsys.readouterr().err.splitlines()[-1]
     assert "error: argument --encoder: `encoder` names a folder that does not exist" in error
+
+
+@pytest.mark.parametrize(
+    "arguments, files, message",
+    [
+        (
+            ["--augmentation", "{tmp}/rows.tsv"],
+            {"rows.tsv": "idx\tsentence\n3\ta fine film\n"},
+            r"argument --augmentation: \S*rows.tsv, line 2, field 'text': missing",
+        ),
+        (
+            ["--augmentation", "{tmp}/rows.jsonl"],
+            {"rows.jsonl": '{"text": "fine", "label": 1}\n{"text": "dull", "label": 5}\n'},
+            r"argument --augmentation: \S*rows.jsonl, line 2, field 'label': 5 is not a class id in range\(2\)",
+        ),
+        (
+            ["--augmentation", "{tmp}/rows.csv"],
+            {"rows.csv": "text,label\nfine,0.5\n"},
+            r"argument --augmentation: \S*rows.csv, line 2, field 'label': '0.5' is not a class id",
+        ),
+        (
+            ["--augmentation", "{tmp}/rows.csv"],
+            {"rows.csv": "text,idx\nfine,\n"},
+            r"argument --augmentation: \S*rows.csv, line 2: an augmentation row needs an `idx` or a `label`",
+        ),
+        (
+            ["--init-from", "{tmp}/model_{{los}}.keras"],
+            {},
+            r"argument --init-from: `init_from` may name the loss as \{loss\} and nothing else in braces. "
+            r"Received: init_from='\S*model_\{los\}.keras' \(KeyError",
+        ),
+        (
+            ["--init-from", "{tmp}/junk_{{loss}}.keras", "--validation-size", "20"],
+            {"junk_ce.keras": "not a model", "junk_ce+scl.keras": "not a model"},
+            r"argument --init-from: \S*junk_ce.keras: not a saved Keras model",
+        ),
+    ],
+)
+def test_a_bad_harness_file_stops_before_any_run_and_names_file_line_and_field(
+    tmp_path, capsys, arguments, files, message
+):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    output = tmp_path / "out"
+    arguments = [argument.format(tmp=tmp_path) for argument in arguments]
+    with pytest.raises(SystemExit) as stopped:
+        few_shot().main([*SMALL, *arguments, "--output", str(output), "--quiet"])
+    assert stopped.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "name, text, arguments, code, message",
+    [
+        ("config.json", '{"tasks": ["mini/films"', [], 1, r"config.json: not the settings of an experiment"),
+        ("config.json", "[1, 2]", [], 1, r"config.json: not the settings of an experiment \(a JSON object\)"),
+        ("runs.jsonl", '{"run": 1}\n', [], 1, r"runs.jsonl, line 1, field 'task': missing"),
+        (
+            "runs.jsonl",
+            '{"task": "mini/films", "n": 8, "subsample": 0, "loss": "ce", "val_accuracy": 1.5, "test_accuracy": 0.5}\n',
+            [],
+            1,
+            r"runs.jsonl, line 1, field 'val_accuracy': 1.5 is not in \[0, 1\]",
+        ),
+        ("models", "a file", ["--save-models"], 2, r"argument --save-models: \S*models is a file"),
+    ],
+)
+def test_a_bad_file_in_the_output_folder_stops_before_any_run_and_is_left_as_it_was(
+    tmp_path, capsys, name, text, arguments, code, message
+):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / name).write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        few_shot().main([*SMALL, *arguments, "--output", str(output), "--quiet"])
+    assert stopped.value.code == code
+    assert re.search(message, capsys.readouterr().err)
+    assert (output / name).read_text() == text
+    assert not (output / "runs.jsonl").exists() or name == "runs.jsonl"

@@ -14,10 +14,11 @@ from keras_scl.experiments.data import augmentation_for
 from keras_scl.experiments.data import few_shot_splits
 from keras_scl.experiments.data import flip_labels
 from keras_scl.experiments.data import load_task
-from keras_scl.experiments.data import read_rows
 from keras_scl.experiments.data import top_k
 from keras_scl.experiments.data.mini import CONFIGS
 from keras_scl.experiments.data.mini import read_split
+from keras_scl.experiments.records import HarnessFileError
+from keras_scl.experiments.records import read_augmentation
 
 # An imbalanced evaluation split (60 % / 30 % / 10 %) and a training split.
 EVALUATION_LABELS = np.repeat([0, 1, 2], [600, 300, 100])
@@ -150,7 +151,7 @@ def test_flip_labels_errors(fraction, num_classes):
 
 # --- Augmentation rows ----------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv"])
-def test_read_rows_reads_every_format(tmp_path, suffix):
+def test_read_augmentation_reads_every_format(tmp_path, suffix):
     rows = [{"idx": 3, "sentence": "a fine, fine film"}, {"sentence": "dull", "label": 0}]
     path = tmp_path / f"augmentation{suffix}"
     if suffix == ".jsonl":
@@ -161,14 +162,14 @@ def test_read_rows_reads_every_format(tmp_path, suffix):
         path.write_text(
             f"idx{separator}sentence{separator}label\n3{separator}{quoted}{separator}\n{separator}dull{separator}0\n"
         )
-    assert read_rows(path) == rows
+    assert read_augmentation(path, ["sentence"], num_classes=2) == rows
 
 
-def test_read_rows_rejects_other_files(tmp_path):
+def test_read_augmentation_rejects_other_files(tmp_path):
     path = tmp_path / "rows.txt"
     path.write_text("x")
-    with pytest.raises(ValueError, match="rows.txt"):
-        read_rows(path)
+    with pytest.raises(HarnessFileError, match="rows.txt"):
+        read_augmentation(path, ["sentence"], num_classes=2)
 
 
 def test_augmentation_rows_follow_their_source_example():

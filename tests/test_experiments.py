@@ -69,6 +69,8 @@ def test_few_shot_script_runs_end_to_end_and_skips_finished_runs(tmp_path, data_
         "1",
         "--epochs",
         "1",
+        "--steps",  # the recipe's budget: what is tested is the job end to end and the resume, not the training
+        "4",
         "--validation-size",
         "20",
         "--sequence-length",
@@ -184,6 +186,7 @@ def test_transfer_starts_from_the_saved_classifier_of_each_loss(tmp_path, data_d
     wrong = _config(data_dir, tasks=("mini/nli",), per_class=True, init_from=template)
     with pytest.raises(ValueError, match="predicts 2 classes; task mini/nli has 3"):
         run_experiment(wrong, tmp_path / "wrong", progress=False)
+    assert not (tmp_path / "wrong").exists()  # refused before the first run: nothing written
 
 
 def test_config_rejects_unknown_losses():

@@ -113,13 +113,17 @@ def run(*arguments, env_backend="torch"):
     ],
     ids=["text_column", "label_column", "too_few_per_class", "no_file", "empty_text"],
 )
-def test_the_main_job_refuses_a_bad_file_before_any_run_with_exit_code_2(tmp_path, make, flags, message):
+def test_the_main_job_refuses_a_bad_file_before_any_run_with_exit_code_2(tmp_path, capsys, make, flags, message):
     import re
 
+    from keras_scl.experiments.cli import main
+
     output = tmp_path / "out"
-    result = run("--train", str(make(tmp_path)), *flags, "--encoder", "tiny", "--output", str(output))
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert re.search(message, result.stderr), result.stderr[-2000:]
+    with pytest.raises(SystemExit) as stopped:  # in this process: the fresh-process run is the end-to-end test below
+        main(["--train", str(make(tmp_path)), *flags, "--encoder", "tiny", "--output", str(output), "--quiet"])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2, error[-2000:]
+    assert re.search(message, error), error[-2000:]
     assert not output.exists()
 
 

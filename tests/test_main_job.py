@@ -24,7 +24,7 @@ def test_the_main_job_runs_end_to_end_on_this_backend(tmp_path):
     output = tmp_path / "runs"
     result = run_main_job(
         *("--encoder", "tiny", "--tasks", "mini/films", "--sizes", "8", "--subsamples", "2", "--top-k", "1"),
-        *("--epochs", "1", "--validation-size", "20", "--sequence-length", "16", "--projection", "pca"),
+        *("--steps", "4", "--validation-size", "20", "--sequence-length", "16", "--projection", "pca"),
         *("--data-dir", str(tmp_path / "tfds"), "--output", str(output)),
     )
     assert result.returncode == 0, result.stderr[-3000:]

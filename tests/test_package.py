@@ -37,6 +37,7 @@ def test_the_library_depends_on_keras_keras_hub_and_numpy_only():
     assert set(project["optional-dependencies"]) >= {"torch", "experiments", "minilm", "bench", "plots", "test"}
 
 
+@pytest.mark.harness  # a fresh JAX process whatever the pass: once is enough
 def test_the_library_trains_on_jax_without_the_extras():
     """What `pip install keras-scl jax` gives: no torch, scikit-learn, matplotlib, TFDS, nor the harness."""
     script = textwrap.dedent(
@@ -148,6 +149,7 @@ def modules_of_unnamed_extras(named):
     return blocked
 
 
+@pytest.mark.harness  # an example in a fresh process, as the other examples: run once, in the torch pass
 def test_the_readme_quick_start_runs_with_only_the_extras_its_install_line_names(tmp_path):
     install = README[README.index("## Install") :]
     named = re.search(r'pip install "keras-scl\[([\w,]+)\]"', install).group(1).split(",")

@@ -25,7 +25,7 @@ from keras_scl.experiments import run_experiment
 
 FEW_SHOT = Path(__file__).resolve().parents[1] / "examples" / "few_shot.py"
 ARGUMENTS = (
-    *("--encoder", "tiny", "--tasks", "mini/films", "--sizes", "16", "--epochs", "2", "--batch-size", "8"),
+    *("--encoder", "tiny", "--tasks", "mini/films", "--sizes", "16", "--steps", "8", "--batch-size", "8"),
     *("--learning-rate", "1e-3", "--validation-size", "20", "--sequence-length", "16", "--projection", "pca"),
     "--quiet",
 )
@@ -131,8 +131,8 @@ def test_a_folder_refuses_runs_of_another_encoder(fresh, tmp_path):
 
 
 def test_a_record_with_a_nan_or_infinite_value_is_refused_and_the_file_left_as_it_was(tmp_path):
-    from keras_scl.experiments.runner import DivergedRun
-    from keras_scl.experiments.runner import append_run
+    from keras_scl.experiments.records import DivergedRun
+    from keras_scl.experiments.records import append_run
 
     path = tmp_path / "runs.jsonl"
     good = {"task": "mini/films", "n": 8, "subsample": 0, "loss": "ce", "final_loss": 0.5, "test_accuracy": 0.75}

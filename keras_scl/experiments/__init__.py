@@ -11,12 +11,15 @@ TensorFlow Datasets, SciPy, scikit-learn, matplotlib, tqdm, tokenizers);
 - `keras_scl.experiments.offline`: tiny classifiers that build offline.
 - `keras_scl.experiments.settings`: `ExperimentConfig`, checked up front.
 - `keras_scl.experiments.runner`: CE versus CE+SCL, reproducible and resumable.
+- `keras_scl.experiments.records`: its own files (runs, settings, augmentation
+  rows, saved models), read through one checked path.
 - `keras_scl.experiments.reports`: the table, the CSV, the plots.
 """
 
+from keras_scl.experiments.records import HarnessFileError
+from keras_scl.experiments.records import read_runs
 from keras_scl.experiments.runner import FolderConflict
 from keras_scl.experiments.runner import derived_seed
-from keras_scl.experiments.runner import read_runs
 from keras_scl.experiments.runner import run_experiment
 from keras_scl.experiments.runner import run_key
 from keras_scl.experiments.settings import LOSSES
@@ -28,6 +31,7 @@ __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "FolderConflict",
+    "HarnessFileError",
     "derived_seed",
     "read_runs",
     "run_experiment",

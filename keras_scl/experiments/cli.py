@@ -34,7 +34,8 @@ import sys
 from pathlib import Path
 
 from keras_scl.experiments.data import TASKS
-from keras_scl.experiments.runner import DivergedRun
+from keras_scl.experiments.records import DivergedRun
+from keras_scl.experiments.records import HarnessFileError
 from keras_scl.experiments.runner import FolderConflict
 from keras_scl.experiments.runner import run_experiment
 from keras_scl.experiments.settings import EMBEDDED_DEFAULTS
@@ -155,7 +156,7 @@ def main(argv=None):
         runs = run_experiment(config, output, progress=not quiet)
     except ConfigError as error:
         parser.error(f"argument {flag(error.field)}: {error}")
-    except (FolderConflict, DivergedRun) as error:  # a folder in use or of other runs; a run that diverged
+    except (FolderConflict, HarnessFileError, DivergedRun) as error:  # the folder: in use, other runs, a bad file
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     from keras_scl.experiments.reports import write_reports
 

@@ -25,10 +25,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
-import warnings
 import zlib
 from pathlib import Path
 
@@ -40,9 +38,17 @@ from keras_scl.experiments.data import augmentation_for
 from keras_scl.experiments.data import few_shot_splits
 from keras_scl.experiments.data import flip_labels
 from keras_scl.experiments.data import load_task
-from keras_scl.experiments.data import read_rows
 from keras_scl.experiments.data.files import file_task
 from keras_scl.experiments.encoders import text_classifier
+from keras_scl.experiments.records import CONFIG_FILE
+from keras_scl.experiments.records import RUNS_FILE
+from keras_scl.experiments.records import HarnessFileError
+from keras_scl.experiments.records import append_run
+from keras_scl.experiments.records import load_saved_classifier
+from keras_scl.experiments.records import read_augmentation
+from keras_scl.experiments.records import read_config
+from keras_scl.experiments.records import read_runs
+from keras_scl.experiments.records import repair_runs
 from keras_scl.experiments.settings import LOSSES
 from keras_scl.experiments.settings import ConfigError
 from keras_scl.experiments.settings import ExperimentConfig
@@ -65,7 +71,6 @@ __all__ = [
     "run_key",
 ]
 
-RUNS_FILE = "runs.jsonl"
 LOCK_FILE = ".lock"
 
 
@@ -117,87 +122,6 @@ def derived_seed(seed, *parts):
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**31)
 
 
-def _parsed_lines(path):
-    """`(runs, partial_tail)`: the records of `path`, and the text of a last line cut short by a crash (or `None`).
-
-    A line that does not parse anywhere but at the end is an error that names
-    the file and the line: it is not what a crash leaves.
-    """
-    text = path.read_text()
-    lines = text.split("\n")
-    runs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            runs.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number == len(lines):  # the last line, with no newline after it: a write cut short
-                return runs, line
-            raise ValueError(f"{path}, line {number}, is not a run record ({error}): {line[:80]!r}") from error
-    if text and not text.endswith("\n"):  # a complete record whose newline was cut off
-        return runs, ""
-    return runs, None
-
-
-def read_runs(output):
-    """The finished runs in `output/runs.jsonl` (an empty list if there are none).
-
-    A last line cut short by a crash is left out, with a warning.
-    """
-    path = Path(output) / RUNS_FILE
-    if not path.exists():
-        return []
-    runs, partial = _parsed_lines(path)
-    if partial:
-        warnings.warn(f"{path}: the last line is cut short (a crash while writing?); it is left out.", stacklevel=2)
-    return runs
-
-
-def _repair_runs(path):
-    """Drops a last line cut short by a crash (with a warning), so that the run is redone and appends stay whole."""
-    if not path.exists():
-        return
-    runs, partial = _parsed_lines(path)
-    if partial is None:
-        return
-    if partial:
-        warnings.warn(
-            f"{path}: the last line was cut short (a crash while writing?); dropped, its run will be redone.",
-            stacklevel=3,
-        )
-    temporary = path.with_suffix(".jsonl.tmp")
-    with open(temporary, "w") as file:
-        file.writelines(json.dumps(run) + "\n" for run in runs)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-class DivergedRun(RuntimeError):
-    """A run whose losses or accuracies came out NaN or infinite: it is not recorded, so a resume runs it again."""
-
-
-def append_run(path, record):
-    """One line per run, on disk before the next run starts: a crash loses at most the run in progress.
-
-    A record with a number that is not finite (a diverged run: NaN loss)
-    is refused instead: nothing bad reaches `runs.jsonl`.
-    """
-    bad = sorted(key for key, value in record.items() if isinstance(value, float) and not math.isfinite(value))
-    if bad:
-        raise DivergedRun(
-            f"Run {record.get('task')} N={record.get('n')} subsample {record.get('subsample')} "
-            f"({record.get('loss')}) gave values that are not finite, so it was not recorded in {path}: "
-            + ", ".join(f"{key}={record[key]}" for key in bad)
-            + ". A lower learning rate usually helps; a resume runs it again."
-        )
-    with open(path, "a") as file:
-        file.write(json.dumps(record) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-
-
 @contextlib.contextmanager
 def _folder_lock(output):
     """Holds `output/.lock` for this process; a second process on the folder stops with a clear message.
@@ -229,9 +153,9 @@ def _folder_lock(output):
 
 
 def _check_resumable(config, output):
-    path = output / "config.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
+    path = output / CONFIG_FILE
+    previous = read_config(path)
+    if previous is not None:
         # As JSON keeps them (tuples as lists); a setting older folders lack has its default there.
         defaults = json.loads(json.dumps({field.name: field.default for field in dataclasses.fields(ExperimentConfig)}))
         now = json.loads(json.dumps(config.defining()))
@@ -267,15 +191,8 @@ class _TaskRunner:
             # initial weights in every process, whatever ran before.
             keras.utils.set_random_seed(derived_seed(self.config.seed, self.task.name, "initial weights"))
             if self.config.init_from:
-                with warnings.catch_warnings():
-                    # A KerasHub task saved after its default compile: Keras warns that it
-                    # cannot re-run a custom compile on load; the runner compiles anyway.
-                    warnings.filterwarnings("ignore", message=".*compile\\(\\)` was not called")
-                    loaded = keras.saving.load_model(source)
-                classifier = loaded.classifier if isinstance(loaded, SCLClassifier) else loaded
+                classifier = load_saved_classifier(source)
                 description = f"{type(classifier.backbone).__name__} from {source}"
-                if classifier.preprocessor is None:
-                    raise ValueError(f"{source} has no preprocessor: save the classifier with it to start from it.")
                 classifier.preprocessor.sequence_length = self.config.sequence_length
             else:
                 classifier, description = text_classifier(
@@ -291,7 +208,7 @@ class _TaskRunner:
                     description += ", mean-pooled head"
             num_outputs = classifier.output_shape[-1]
             if num_outputs != self.task.spec.num_classes:
-                raise ValueError(
+                raise HarnessFileError(
                     f"{source} predicts {num_outputs} classes; task {self.task.name} has {self.task.spec.num_classes}."
                 )
             preprocessor = classifier.preprocessor
@@ -390,7 +307,7 @@ def run_experiment(config, output, progress=True):
     output.mkdir(parents=True, exist_ok=True)
     try:
         with _folder_lock(output):
-            _repair_runs(output / RUNS_FILE)
+            repair_runs(output / RUNS_FILE)
             _check_resumable(config, output)
             previous_policy = keras.config.dtype_policy()
             if config.dtype_policy:
@@ -434,7 +351,6 @@ def load_experiment_task(config, task_name):
 
 
 def _run_plan(config, output, progress):
-    augmentation = read_rows(config.augmentation) if config.augmentation else None
     done = {record_key(run, config) for run in read_runs(output)}
     plan = _plan(config)
     todo = [item for item in plan if run_key(*item[:3], *item[3]) not in done]
@@ -445,12 +361,33 @@ def _run_plan(config, output, progress):
         task = load_experiment_task(config, task_name)
         sizes = dict.fromkeys(n for name, n, *_ in todo if name == task_name)
         tasks[task_name] = (task, experiment_splits(task, config, sizes))
+    augmentation = {name: _augmentation(config, task) for name, (task, _) in tasks.items()}
+    if config.save_models and (output / "models").exists() and not (output / "models").is_dir():
+        message = f"{output / 'models'} is a file: the saved models go into a folder of that name."
+        raise ConfigError("save_models", message)
+    runners = {name: _TaskRunner(config, task, output) for name, (task, _) in tasks.items()}
+    if config.init_from:  # load every saved model before the first run: a bad one stops nothing half-done
+        for name, runner in runners.items():
+            for loss in dict.fromkeys(variant[0] for task_name, *_, variant in todo if task_name == name):
+                try:
+                    runner.classifier(loss)
+                except HarnessFileError as error:
+                    raise ConfigError("init_from", str(error)) from None
     bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
-    for task_name, (task, splits) in tasks.items():
-        runner = _TaskRunner(config, task, output)
+    for task_name, (_, splits) in tasks.items():
         task_todo = [item for item in todo if item[0] == task_name]
-        _run_task(runner, config, task_todo, splits, augmentation, output, bar)
+        _run_task(runners[task_name], config, task_todo, splits, augmentation[task_name], output, bar)
     bar.close()
+
+
+def _augmentation(config, task):
+    """The augmentation rows for `task`, read and checked against it (`ConfigError` naming the file's line)."""
+    if not config.augmentation:
+        return None
+    try:
+        return read_augmentation(config.augmentation, task.spec.features, task.spec.num_classes)
+    except HarnessFileError as error:
+        raise ConfigError("augmentation", f"{error} (task {task.name})") from None
 
 
 def experiment_splits(task, config, sizes):

@@ -213,7 +213,14 @@ def _check_files(config):
         raise ConfigError("augmentation", f"`augmentation` names no file: {config.augmentation}")
     if config.init_from:
         for loss in config.losses:
-            path = Path(config.init_from.format(loss=loss))
+            try:
+                path = Path(config.init_from.format(loss=loss))
+            except (KeyError, IndexError, ValueError) as error:  # `{los}`, `{0}`, a lone `{`
+                raise ConfigError(
+                    "init_from",
+                    f"`init_from` may name the loss as {{loss}} and nothing else in braces. "
+                    f"Received: init_from={config.init_from!r} ({type(error).__name__}: {error})",
+                ) from None
             if not path.exists():
                 raise ConfigError("init_from", f"`init_from` names no saved model for the {loss} runs: {path}")
 

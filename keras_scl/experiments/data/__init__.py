@@ -7,7 +7,6 @@ from keras_scl.experiments.data.protocol import FewShotSplits
 from keras_scl.experiments.data.protocol import augmentation_for
 from keras_scl.experiments.data.protocol import few_shot_splits
 from keras_scl.experiments.data.protocol import flip_labels
-from keras_scl.experiments.data.protocol import read_rows
 from keras_scl.experiments.data.protocol import top_k
 from keras_scl.experiments.data.tasks import TASKS
 from keras_scl.experiments.data.tasks import Examples
@@ -26,7 +25,6 @@ __all__ = [
     "few_shot_splits",
     "flip_labels",
     "load_task",
-    "read_rows",
     "task_spec",
     "top_k",
 ]

@@ -19,7 +19,7 @@ from keras_scl.experiments.data.tasks import Examples
 from keras_scl.experiments.data.tasks import Task
 from keras_scl.experiments.data.tasks import TaskSpec
 
-__all__ = ["FORMATS", "DataFileError", "LabelledRows", "file_task", "read_labelled_file"]
+__all__ = ["FORMATS", "DataFileError", "LabelledRows", "file_task", "read_labelled_file", "table_rows"]
 
 FORMATS = (".csv", ".tsv", ".jsonl")
 
@@ -45,11 +45,15 @@ class LabelledRows:
     lines: np.ndarray
 
 
-def _rows(path):
-    """`(line number, dict)` for each row of a CSV, TSV or JSON-lines file."""
+def table_rows(path, raises=DataFileError):
+    """`(line number, dict)` for each row of a CSV, TSV or JSON-lines file; a bad file raises `raises`, naming it.
+
+    The one reader of the harness's tables: the user's data and augmentation
+    files (`keras_scl.experiments.records.read_augmentation`).
+    """
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise DataFileError(f"{path}: a data file is {', '.join(FORMATS)}. Received: suffix {suffix!r}")
+        raise raises(f"{path}: a data file is {', '.join(FORMATS)}. Received: suffix {suffix!r}")
     try:
         with open(path, encoding="utf-8", newline="") as file:
             if suffix == ".jsonl":
@@ -60,9 +64,9 @@ def _rows(path):
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as error:
-                        raise DataFileError(f"{path}, line {number}: not a JSON object ({error.msg})") from None
+                        raise raises(f"{path}, line {number}: not a JSON object ({error.msg})") from None
                     if not isinstance(row, dict):
-                        raise DataFileError(f"{path}, line {number}: not a JSON object. Received: {line.strip()[:80]}")
+                        raise raises(f"{path}, line {number}: not a JSON object. Received: {line.strip()[:80]}")
                     rows.append((number, row))
                 return rows
             reader = csv.DictReader(file, delimiter="\t" if suffix == ".tsv" else ",", strict=True)
@@ -70,20 +74,20 @@ def _rows(path):
             try:
                 for row in reader:
                     if None in row:  # more cells than the header has columns
-                        raise DataFileError(
+                        raise raises(
                             f"{path}, line {reader.line_num}: {len(row) - 1 + len(row[None])} cells for "
                             f"{len(reader.fieldnames)} columns"
                         )
                     rows.append((reader.line_num, row))
             except csv.Error as error:
-                raise DataFileError(f"{path}, line {reader.line_num}: unreadable ({error})") from None
+                raise raises(f"{path}, line {reader.line_num}: unreadable ({error})") from None
             return rows
     except FileNotFoundError:
-        raise DataFileError(f"{path}: no such file") from None
+        raise raises(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise DataFileError(f"{path}: a folder, not a data file") from None
+        raise raises(f"{path}: a folder, not a data file") from None
     except UnicodeDecodeError as error:
-        raise DataFileError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise raises(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def _label_order(values):
@@ -127,7 +131,7 @@ def read_labelled_file(path, text_columns=("text",), label_column="label", label
     """
     path = Path(path)
     text_columns = tuple(text_columns)
-    rows = _rows(path)
+    rows = table_rows(path)
     if not rows:
         raise DataFileError(f"{path}: no rows")
     for column in (*text_columns, label_column):

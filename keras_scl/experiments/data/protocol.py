@@ -24,7 +24,7 @@ from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 
-__all__ = ["FewShotSplits", "augmentation_for", "few_shot_splits", "flip_labels", "read_rows", "top_k"]
+__all__ = ["FewShotSplits", "augmentation_for", "few_shot_splits", "flip_labels", "top_k"]
 
 # Streams of draws, so that e.g. the test split does not move when N changes.
 _EVALUATION, _TRAIN, _NOISE = 0, 1, 2
@@ -310,38 +310,3 @@ def augmentation_for(augmentation, train_idx):
         chosen.append(row)
         sources.append(source)
     return chosen, np.asarray(sources, dtype=np.int64)
-
-
-def read_rows(path):
-    """Reads an augmentation file: JSON lines (`.jsonl`), or a table with a header (`.csv`, `.tsv`).
-
-    Columns: the task's text features, and `idx` (the training example a row
-    was made from) and/or `label`; empty cells count as missing.
-
-    Example:
-
-    >>> import pathlib, tempfile
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "back_translations.tsv"
-    >>> _ = path.write_text("idx\\tsentence\\n4\\ta rather fine film\\n")
-    >>> read_rows(path)
-    [{'idx': 4, 'sentence': 'a rather fine film'}]
-    """
-    import csv
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    with open(path, encoding="utf-8", newline="") as file:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in file if line.strip()]
-        elif path.suffix in (".csv", ".tsv"):
-            rows = list(csv.DictReader(file, delimiter="\t" if path.suffix == ".tsv" else ","))
-        else:
-            raise ValueError(f"Augmentation files are .jsonl, .csv or .tsv. Received: {path}")
-    for row in rows:
-        for column in ("idx", "label"):
-            if column in row:
-                row[column] = None if row[column] in ("", None) else int(row[column])
-        for column in [column for column in ("idx", "label") if row.get(column, 0) is None]:
-            del row[column]
-    return rows
