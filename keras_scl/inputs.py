@@ -157,14 +157,13 @@ def _prepared_validation_data(preprocessor, validation_data, num_classes=None):
     if isinstance(validation_data, (list, tuple)) and is_in_memory(validation_data[0]):
         x, y, *weights = validation_data
         _check_labels_and_weights(x, y, weights[0] if weights else None, num_classes, method="validation_data")
+        return (_prepared(preprocessor, x), *(as_arrays(data) for data in validation_data[1:]))
     if _through_pipeline(preprocessor, validation_data):
         raise ValueError(
             "`validation_data` is a tf.data or grain dataset of text while the training data is not: KerasHub "
             "maps the preprocessor only over the training data's kind. Give both as the same kind."
         )
-    if isinstance(validation_data, (list, tuple)) and is_in_memory(validation_data[0]):
-        return (_prepared(preprocessor, validation_data[0]), *(as_arrays(data) for data in validation_data[1:]))
-    return _prepared(preprocessor, validation_data)
+    return _prepared(preprocessor, validation_data, labelled_for=("validation_data", num_classes))
 
 
 def for_fit(

@@ -1,7 +1,11 @@
 """Bad inputs refused by name before any work, and a failed call that leaves the model as it was (every backend)."""
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -159,6 +163,61 @@ def test_labels_of_another_kind_than_the_compiled_metrics_know_are_refused_until
     assert model.evaluate(TEXTS, one_hot, verbose=0, return_dict=True)["accuracy"] >= 0
 
 
+_INTERRUPTED_FIT = """
+import json, os, signal, threading
+import numpy as np, keras
+from keras_scl import SCLClassifier
+from keras_scl.experiments.offline import tiny_roberta_classifier
+
+rng = np.random.default_rng(0)
+x = {"token_ids": rng.integers(3, 50, (256, 64)), "padding_mask": np.ones((256, 64), bool)}
+y = np.arange(256) % 2
+model = SCLClassifier(tiny_roberta_classifier(num_classes=2, sequence_length=64), scl_weight=0.5)
+model.compile(optimizer="adam")
+model.fit(x, y, batch_size=128, epochs=1, verbose=0)  # compiled: the next fit's time is spent inside its steps
+before = model.get_weights()
+
+class SigintSoon(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+try:
+    model.fit(x, y, batch_size=128, epochs=1000, verbose=0, callbacks=[SigintSoon()])
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+after = model.get_weights()
+steps = int(model.optimizer.iterations)
+predictions = model.predict(x, verbose=0)
+model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+print(json.dumps({
+    "interrupted": interrupted,
+    "finite": bool(np.isfinite(predictions).all()) and all(np.isfinite(w).all() for w in after),
+    "steps": steps,
+    "restored": all(np.array_equal(a, b) for a, b in zip(before, after)),
+    "steps_after_one_more_epoch": int(model.optimizer.iterations),
+}))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="Keras' JAX trainer donates the state it steps on")
+def test_a_real_ctrl_c_during_a_jax_fit_leaves_a_model_that_predicts_and_trains_on():
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_FIT],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["interrupted"] and outcome["finite"]
+    # Either the trainer put its state back (interrupted between steps: training kept) or the guard did
+    # (interrupted inside a step: the values at the call's start); then one more epoch trains on from there.
+    assert outcome["restored"] or outcome["steps"] > 2
+    assert outcome["steps_after_one_more_epoch"] == outcome["steps"] + 2
+
+
 def _failing_loss(y_true, y_pred):
     raise ValueError("a loss that fails while the step is traced")
 
@@ -268,6 +327,11 @@ def test_labels_that_arrive_batch_by_batch_are_checked_as_each_batch_is_served(m
         run(TextBatches([1, 1, 0, 0.5, 1, 1, 0, 0]), verbose=0)
     result = run(TextBatches(LABELS.tolist()), verbose=0)
     assert np.all(np.isfinite(result.history["loss"] if method == "fit" else result))
+    if method == "fit":  # validation batches too
+        with pytest.raises(ValueError, match=r"`validation_data` needs labels: every batch must be \(x, y\)"):
+            model.fit(TEXTS, LABELS, validation_data=TextBatches(), verbose=0)
+        with pytest.raises(ValueError, match=r"`y` must hold class ids in \[0, 2\) .*Received: ids \[5\]"):
+            model.fit(TEXTS, LABELS, validation_data=TextBatches([1, 1, 0, 0, 1, 5, 0, 0]), verbose=0)
 
 
 def test_a_torch_data_loaders_labels_are_checked_too(model):
