@@ -378,6 +378,8 @@ def class_balanced_dataset(
 
     _check_balance(batch_size, examples_per_class)
     check_integer("num_classes", num_classes, 1)
+    if num_batches is not None:  # 0 would mean "endless" below
+        check_integer("num_batches", num_batches, 1)
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) not in (2, 3):
         raise ValueError(f"`dataset` must yield (x, y) or (x, y, sample_weight) examples. Received: {spec}")

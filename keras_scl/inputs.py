@@ -123,6 +123,13 @@ def _check_labels_and_weights(x, y, sample_weight, num_classes=None, method="fit
             f"`sample_weight` must hold one weight per example: shape ({examples},) for {examples} labels. "
             f"Received: sample_weight of shape {weights}"
         )
+    values = np.asarray(keras.ops.convert_to_numpy(sample_weight), dtype=np.float64).reshape(-1)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():  # a NaN weight makes every weight NaN after one step; a negative one ascends the loss
+        raise ValueError(
+            "`sample_weight` must hold finite weights >= 0. "
+            f"Received: {sorted(set(values[bad].tolist()), key=str)[:5]} ({int(bad.sum())} of {len(values)} weights)"
+        )
 
 
 def _tokenized(preprocessor, x):

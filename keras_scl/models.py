@@ -158,9 +158,10 @@ def _check_classifier(classifier, keywords):
         )
 
 
-def _check_can_fit(model, x, y, steps_per_epoch):
+def _check_can_fit(model, x, y, steps_per_epoch, class_weight):
     _check_one_process()
     _check_compiled(model, "fit", x, y)
+    _check_class_weight(class_weight, model.classifier.output_shape[-1])
     # An endless tf.data pipeline (`class_balanced_dataset` of unknown length) would never end an epoch.
     if steps_per_epoch is None and inputs.is_pipeline_dataset(x) and hasattr(x, "cardinality"):
         if int(x.cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
@@ -168,6 +169,22 @@ def _check_can_fit(model, x, y, steps_per_epoch):
                 "`x` is an endless tf.data dataset (e.g. `class_balanced_dataset` of a dataset of unknown length): "
                 "give `fit` a `steps_per_epoch`. Received: steps_per_epoch=None"
             )
+
+
+def _check_class_weight(class_weight, num_classes):
+    """A weight (finite, >= 0) per class id in `range(num_classes)`: Keras looks ids up, and would use NaN as is."""
+    if class_weight is None:
+        return
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"`class_weight` must be a dict of class id -> weight. Received: {type(class_weight).__name__}")
+    outside = [key for key in class_weight if not isinstance(key, (int, np.integer)) or not 0 <= key < num_classes]
+    if outside:
+        raise ValueError(
+            f"`class_weight` keys must be class ids in [0, {num_classes}) for a {num_classes}-class classifier. "
+            f"Received: keys {outside}"
+        )
+    for key, weight in class_weight.items():
+        check_number(f"class_weight[{key}]", weight, low=0)
 
 
 def _check_compiled(model, method, x, y):
@@ -513,7 +530,7 @@ class SCLClassifier(keras_hub.models.Task):
         that stops training; the model is then as `keras_scl.state.restored_on_failure` leaves it.
         Under `torch.distributed`, train with a DDP loop (`examples/ddp_training.py`).
         """
-        _check_can_fit(self, x, y, steps_per_epoch)
+        _check_can_fit(self, x, y, steps_per_epoch, class_weight)
         check_integer("epochs", epochs, 0)
         prepared = inputs.for_fit(
             self.preprocessor,

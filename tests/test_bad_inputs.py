@@ -286,6 +286,8 @@ def test_a_class_balanced_pipeline_checks_its_labels_before_any_batch(labels, me
         return
     with pytest.raises(ValueError, match=message):
         class_balanced_dataset(examples, num_classes=2, batch_size=4)
+    with pytest.raises(ValueError, match=r"`num_batches` must be a positive integer. Received: num_batches=0"):
+        class_balanced_dataset(examples, num_classes=2, batch_size=4, num_batches=0)  # was: endless
 
 
 def test_a_class_balanced_stream_stops_at_a_label_outside_the_classes_instead_of_dropping_it():
@@ -299,6 +301,24 @@ def test_a_class_balanced_stream_stops_at_a_label_outside_the_classes_instead_of
     stream = tf.data.Dataset.from_generator(examples, output_signature=signature)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"a label outside range\(2\)[\s\S]*7"):
         list(class_balanced_dataset(stream, num_classes=2, batch_size=4, num_batches=4, seed=0))
+
+
+@pytest.mark.parametrize(
+    "keywords, message",
+    [
+        ({"sample_weight": [1, 1, 1, np.nan, 1, 1, 1, 1]}, r"finite weights >= 0. Received: \[nan\] \(1 of 8"),
+        ({"sample_weight": [1, 1, 1, -2, 1, 1, 1, 1]}, r"finite weights >= 0. Received: \[-2.0\]"),
+        ({"class_weight": {0: 1.0, 1: np.inf}}, r"`class_weight\[1\]` must be a finite number >= 0. Received:"),
+        ({"class_weight": {0: 1.0, 1: -1.0}}, r"`class_weight\[1\]` must be a number >= 0. Received: .*=-1.0"),
+        ({"class_weight": {0: 1.0, 2: 1.0}}, r"`class_weight` keys must be class ids in \[0, 2\) .*keys \[2\]"),
+        ({"class_weight": [1.0, 1.0]}, r"`class_weight` must be a dict of class id -> weight. Received: list"),
+    ],
+)
+def test_sample_and_class_weights_that_are_not_finite_and_non_negative_are_refused(model, keywords, message):
+    before = model.get_weights()
+    with pytest.raises((ValueError, TypeError), match=message):
+        model.fit(TEXTS, LABELS, verbose=0, **keywords)
+    assert same_weights(before, model)
 
 
 class TextBatches(keras.utils.PyDataset):

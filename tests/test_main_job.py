@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import keras
+import pytest
 
 from keras_scl.experiments import read_runs
 
@@ -38,6 +39,7 @@ def test_the_main_job_runs_end_to_end_on_this_backend(tmp_path):
     assert "oneDNN" not in result.stderr and "cuInit" not in result.stderr
 
 
+@pytest.mark.harness  # the same fresh process whatever the pass's backend: run once, in the torch pass
 def test_tensorflow_start_up_lines_are_dropped_and_every_other_line_is_kept():
     # `keras_scl.startup` loaded by path: importing the package would import TensorFlow first.
     startup = Path(__file__).resolve().parents[1] / "keras_scl" / "startup.py"

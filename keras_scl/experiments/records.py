@@ -17,6 +17,12 @@ import os
 import warnings
 from pathlib import Path
 
+import keras
+
+from keras_scl.experiments.data.files import table_rows
+from keras_scl.experiments.settings import LOSSES
+from keras_scl.models import SCLClassifier
+
 __all__ = [
     "CONFIG_FILE",
     "RUNS_FILE",
@@ -70,8 +76,6 @@ def _field_problem(record, field, kind):
 
 
 def _check_record(record, path, number):
-    from keras_scl.experiments.settings import LOSSES
-
     if not isinstance(record, dict):
         raise HarnessFileError(f"{path}, line {number}: not a run record (a JSON object). Received: {record!r:.80}")
     fields = {**_RECORD_FIELDS, **{name: kind for name, kind in _OPTIONAL_FIELDS.items() if name in record}}
@@ -207,8 +211,6 @@ def read_augmentation(path, features, num_classes):
     >>> read_augmentation(path, ["sentence"], num_classes=2)
     [{'idx': 4, 'sentence': 'a rather fine film'}]
     """
-    from keras_scl.experiments.data.files import table_rows
-
     path = Path(path)
     rows = []
     for number, row in table_rows(path, raises=HarnessFileError):
@@ -243,10 +245,6 @@ def read_augmentation(path, features, num_classes):
 
 def load_saved_classifier(path):
     """The KerasHub classifier saved at `path` (the `classifier` of a saved `SCLClassifier`), with its preprocessor."""
-    import keras
-
-    from keras_scl.models import SCLClassifier
-
     try:
         with warnings.catch_warnings():
             # A KerasHub task saved after its default compile: Keras warns that it
