@@ -204,8 +204,8 @@ def _checked_class_counts(labels, examples_per_class, num_classes=None):
     check_class_labels("labels", labels, num_classes=num_classes)
     labels = class_ids(labels)
     counts = np.bincount(labels, minlength=num_classes or 0)
-    present = counts > 0 if num_classes is None else np.ones(len(counts), dtype=bool)
-    small = {int(c): int(n) for c, n in enumerate(counts) if present[c] and n < examples_per_class}
+    # Without `num_classes`, a class of no example is no class; with it, every id in range must occur.
+    small = {c: int(n) for c, n in enumerate(counts) if (n or num_classes) and n < examples_per_class}
     if small:
         raise ValueError(
             f"Every class needs at least examples_per_class={examples_per_class} examples. "
@@ -396,8 +396,8 @@ def class_balanced_dataset(
         return tf.cast(label, tf.int64)
 
     if int(dataset.cardinality()) >= 0:  # a finite dataset: its labels are checked and counted before any batch
-        labels = [example[1] for example in dataset.map(lambda *example: example[:2]).as_numpy_iterator()]
-        _checked_class_counts(np.asarray(labels), examples_per_class, num_classes)
+        labels = np.asarray(list(dataset.map(lambda *example: example[1]).as_numpy_iterator()))
+        _checked_class_counts(labels, examples_per_class, num_classes)
     else:  # a stream: each label is checked as it passes (the filters below would drop it unseen)
 
         def checked(*example):

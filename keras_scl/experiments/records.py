@@ -60,17 +60,26 @@ class DivergedRun(RuntimeError):
     """A run whose losses or accuracies came out NaN or infinite: it is not recorded, so a resume runs it again."""
 
 
+def _whole_number(value):
+    """`value` as an int >= 0 where it is one (an int, a float with no fraction, a CSV cell of digits), else `None`."""
+    if isinstance(value, str):
+        return int(value) if value.strip().isdigit() else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return int(value) if value == int(value) and value >= 0 else None
+    return None
+
+
 def _field_problem(record, field, kind):
     """What is wrong with `record[field]` (a string), or `None`."""
     if field not in record:
         return "missing"
     value = record[field]
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is str:
         ok, wanted = isinstance(value, str) and value, "a name"
     elif kind is int:
-        ok, wanted = number and math.isfinite(value) and value == int(value) and value >= 0, "a whole number ≥ 0"
+        ok, wanted = not isinstance(value, str) and _whole_number(value) is not None, "a whole number ≥ 0"
     else:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok, wanted = number and math.isfinite(value), "a finite number"
     return None if ok else f"{value!r} is not {wanted}"
 
@@ -223,17 +232,11 @@ def read_augmentation(path, features, num_classes):
                     f"text columns {list(features)}, and `idx` and/or `label`."
                 )
         for field, high in (("idx", None), ("label", num_classes)):
-            value = row.get(field)
-            if value in ("", None):
+            if row.get(field) in ("", None):
                 row.pop(field, None)
                 continue
-            try:
-                value = int(value)
-                if isinstance(row[field], float) and row[field] != value:
-                    raise ValueError
-            except (TypeError, ValueError):
-                value = None
-            if value is None or value < 0 or (high is not None and value >= high):
+            value = _whole_number(row[field])
+            if value is None or (high is not None and value >= high):
                 allowed = "a whole number ≥ 0" if high is None else f"a class id in range({high})"
                 raise HarnessFileError(f"{path}, line {number}, field {field!r}: {row[field]!r} is not {allowed}.")
             row[field] = value
