@@ -367,12 +367,22 @@ class BestWeights(keras.callbacks.Callback):
     only overfits ends where it started. Ties keep the earlier weights (fewer
     steps). The best epoch is `best_epoch` (`-1`: the start) and logged.
 
+    With `refit=(x, y)`, each epoch's weights are also judged with the head
+    fitted again on their encoder's features of `x` (`fit_linear_head`: what
+    SetFit makes of an encoder), and that checkpoint is kept where it
+    validates better; training goes on with the trained head. A head trained
+    at the encoder's learning rate can lag behind features that moved; which
+    of the two heads is better differs from run to run, so the validation
+    set decides. `best_refit` (logged) says whether the kept head is a refit.
+
     Args:
         monitor: The metric, as `fit` logs it. Defaults to `"val_accuracy"`.
         mode: `"max"` or `"min"`. Defaults to `"max"`.
         validation_data: `(x, y)` to evaluate the start on, as `fit`'s
             `validation_data`; `None` compares the epochs only. Defaults to
             `None`.
+        refit: `(x, y)`, the training examples to refit the head on at each
+            epoch (needs `validation_data`), or `None`. Defaults to `None`.
 
     Example:
 
@@ -387,13 +397,33 @@ class BestWeights(keras.callbacks.Callback):
     (True, True)
     """
 
-    def __init__(self, monitor="val_accuracy", mode="max", validation_data=None):
+    def __init__(self, monitor="val_accuracy", mode="max", validation_data=None, refit=None):
         super().__init__()
         check_one_of("mode", mode, ("max", "min"))
-        self.monitor, self.mode, self.validation_data = monitor, mode, validation_data
+        if refit is not None and validation_data is None:
+            raise ValueError("BestWeights(refit=...) judges the refitted heads on `validation_data`: give it too.")
+        self.monitor, self.mode, self.validation_data, self.refit = monitor, mode, validation_data, refit
         self.best = self.start = None
-        self.best_epoch = None
+        self.best_epoch = self.best_refit = None
         self._weights = None
+
+    def _evaluate(self):
+        x, y = self.validation_data[:2]
+        results = self.model.evaluate(x, y, verbose=0, return_dict=True)
+        return float(results[self.monitor.removeprefix("val_")])
+
+    def _judge_refitted_head(self, epoch):
+        from keras_scl.probe import fit_linear_head
+        from keras_scl.tapping import linear_head
+
+        classifier = getattr(self.model, "classifier", self.model)
+        head = linear_head(classifier)[1]
+        trained = head.get_weights()
+        fit_linear_head(classifier, *self.refit[:2])
+        value = self._evaluate()
+        if self._better(value):
+            self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, True, self.model.get_weights()
+        head.set_weights(trained)
 
     def _better(self, value):
         if self.best is None:
@@ -401,12 +431,10 @@ class BestWeights(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_train_begin(self, logs=None):
-        self.best, self.best_epoch, self._weights = None, None, None
+        self.best, self.best_epoch, self.best_refit, self._weights = None, None, None, None
         if self.validation_data is not None:
-            x, y = self.validation_data[:2]
-            results = self.model.evaluate(x, y, verbose=0, return_dict=True)
-            self.start = float(results[self.monitor.removeprefix("val_")])
-            self.best, self.best_epoch, self._weights = self.start, -1, self.model.get_weights()
+            self.start = self._evaluate()
+            self.best, self.best_epoch, self.best_refit, self._weights = self.start, -1, False, self.model.get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
         if not logs or self.monitor not in logs:
@@ -415,9 +443,13 @@ class BestWeights(keras.callbacks.Callback):
                 f"Logged: {sorted(logs or {})}"
             )
         value = float(logs[self.monitor])
-        if self._better(value):
-            self.best, self.best_epoch, self._weights = value, epoch, self.model.get_weights()
+        if self._better(value):  # the trained head first: on a tie it is kept
+            self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, False, self.model.get_weights()
+        if self.refit is not None:
+            self._judge_refitted_head(epoch)
         logs["best_epoch"] = self.best_epoch
+        if self.refit is not None:
+            logs["best_refit"] = float(self.best_refit)
 
     def on_train_end(self, logs=None):
         if self._weights is not None:

@@ -12,7 +12,12 @@ frozen-encoder probe (see `benchmarks/README.md`):
    SCL term has positives;
 5. the best validation checkpoint, the probe's start included
    (`BestWeights`): where fine-tuning only overfits, the run ends where it
-   started.
+   started;
+6. each checkpoint judged twice, with its trained head and with the head
+   refitted on its encoder's features (SetFit's classifier: a logistic
+   regression on the fine-tuned embeddings), the better kept: on the drug
+   reviews' development side the refit was the better head on one task and
+   the trained one on the other, so the validation set decides per run.
 
 λ and τ are the model's (`scl_weight`, `temperature`); the main job picks
 them from a grid by validation accuracy.
@@ -52,11 +57,12 @@ def few_shot_recipe(
     validation_data=None,
     steps=None,
     batch_size=16,
-    learning_rate=2e-5,
+    learning_rate=5e-5,
     warmup_fraction=0.1,
     weight_decay=0.01,
     evaluations=4,
     linear_probe=True,
+    refit_head=True,
     callbacks=None,
     verbose=0,
 ):
@@ -80,13 +86,17 @@ def few_shot_recipe(
             Defaults to `None`: `recipe_steps(len(y), batch_size)`.
         batch_size: Examples per batch (fewer when there are fewer).
             Defaults to `16`.
-        learning_rate: AdamW's peak learning rate. Defaults to `2e-5`.
+        learning_rate: AdamW's peak learning rate. Defaults to `5e-5`.
         warmup_fraction: The share of the steps the learning rate ramps up
             over. Defaults to `0.1`.
         weight_decay: AdamW's decoupled weight decay. Defaults to `0.01`.
         evaluations: Validations over the run (the checkpoints to choose
             from, besides the start). Defaults to `4`.
         linear_probe: Whether to fit the head on the frozen encoder first.
+            Defaults to `True`.
+        refit_head: Whether each round's checkpoint is also judged with its
+            head refitted on its encoder's features of `x`, the better of the
+            two kept (`BestWeights(refit=...)`; only with `validation_data`).
             Defaults to `True`.
         callbacks: More callbacks for `fit`. Defaults to `None`.
         verbose: `fit`'s verbosity. Defaults to `0`.
@@ -113,6 +123,7 @@ def few_shot_recipe(
     check_number("warmup_fraction", warmup_fraction, low=0, high=1, high_open=True)
     check_number("weight_decay", weight_decay, low=0)
     check_bool("linear_probe", linear_probe)
+    check_bool("refit_head", refit_head)
     evaluations = min(evaluations, steps)
     steps_per_round = math.ceil(steps / evaluations)
     steps = steps_per_round * evaluations
@@ -143,7 +154,8 @@ def few_shot_recipe(
     )
     recipe_callbacks = [LinearProbe(x, labels)] if linear_probe else []
     if validation_data is not None:
-        recipe_callbacks.append(BestWeights(validation_data=validation_data))
+        refit = (x, labels) if refit_head else None
+        recipe_callbacks.append(BestWeights(validation_data=validation_data, refit=refit))
     return model.fit(
         batches,
         epochs=evaluations,

@@ -9,6 +9,7 @@ from keras_scl import BestWeights
 from keras_scl import LinearProbe
 from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
+from keras_scl import tapping
 from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.probe import fit_linear_head
 from keras_scl.probe import softmax_regression
@@ -157,3 +158,50 @@ def test_best_weights_names_a_metric_fit_did_not_log():
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="BestWeights monitors 'val_accuracy'"):
         model.fit(TEXTS, LABELS, epochs=1, verbose=0, callbacks=[BestWeights()])
+
+
+def head_weights(model):
+    return [ops.convert_to_numpy(v).copy() for v in model.classifier.get_layer("logits").weights]
+
+
+def test_best_weights_keeps_a_refitted_head_where_it_validates_better_and_trains_on_the_trained_one():
+    model = mean_pooled_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # nothing moves: only the refit changes the head
+    random_head = head_weights(model)
+
+    class Heads(keras.callbacks.Callback):  # after BestWeights: the head that training goes on with
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen.append(head_weights(model))
+
+    best, heads = BestWeights(validation_data=(TEXTS, LABELS), refit=(TEXTS, LABELS)), Heads()
+    history = model.fit(
+        TEXTS, LABELS, epochs=2, batch_size=8, validation_data=(TEXTS, LABELS), verbose=0, callbacks=[best, heads]
+    )
+    # The random head's start loses to the refit of the first epoch; the second epoch's refit only ties it.
+    assert best.start < 1.0 and best.best == 1.0 and best.best_epoch == 0 and best.best_refit
+    assert history.history["best_refit"] == [1.0, 1.0] and history.history["best_epoch"] == [0, 0]
+    for seen in heads.seen:
+        assert all(np.array_equal(a, b) for a, b in zip(seen, random_head, strict=True))
+    # fit ends on the kept checkpoint: its head is softmax regression on the (unmoved) encoder's features.
+    features = ops.convert_to_numpy(tapping.linear_head(model.classifier)[0].predict(model.preprocessor(TEXTS)))
+    kernel, bias = softmax_regression(features, LABELS, num_classes=2)
+    np.testing.assert_allclose(head_weights(model)[0], kernel, atol=1e-4)
+    np.testing.assert_allclose(head_weights(model)[1], bias, atol=1e-4)
+
+
+def test_best_weights_keeps_the_trained_head_on_a_tie_with_its_refit():
+    model = mean_pooled_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    best = BestWeights(validation_data=(TEXTS, LABELS), refit=(TEXTS, LABELS))
+    callbacks = [LinearProbe(TEXTS, LABELS), best]
+    history = model.fit(TEXTS, LABELS, epochs=2, validation_data=(TEXTS, LABELS), verbose=0, callbacks=callbacks)
+    assert best.best_epoch == -1 and best.best_refit is False and history.history["best_refit"] == [0.0, 0.0]
+
+
+def test_best_weights_refits_only_with_validation_data():
+    with pytest.raises(ValueError, match="give it too"):
+        BestWeights(refit=(TEXTS, LABELS))

@@ -61,7 +61,14 @@ def test_the_recipe_ends_at_its_best_validation_checkpoint_the_probes_start_incl
     recipe_model = model(scl_weight=0.0)
     # A learning rate far too large: rounds that end worse than the probe's head on validation.
     history = few_shot_recipe(
-        recipe_model, TEXTS, LABELS, validation_data=(TEXTS, LABELS), steps=6, learning_rate=3.0, evaluations=3
+        recipe_model,
+        TEXTS,
+        LABELS,
+        validation_data=(TEXTS, LABELS),
+        steps=6,
+        learning_rate=3.0,
+        evaluations=3,
+        refit_head=False,
     )
     rounds = history.history["val_accuracy"]
     final = recipe_model.evaluate(TEXTS, LABELS, verbose=0, return_dict=True)["accuracy"]
@@ -74,3 +81,23 @@ def test_the_recipe_refuses_bad_settings_by_name():
     for name, value in (("steps", 0), ("evaluations", 0), ("learning_rate", -1.0), ("warmup_fraction", 1.0)):
         with pytest.raises(ValueError, match=f"`{name}` must be"):
             few_shot_recipe(model(), TEXTS, LABELS, **{name: value})
+
+
+
+def test_the_recipe_judges_refitted_heads_too_and_ends_on_the_better_checkpoint():
+    from keras_scl.probe import softmax_regression
+    from keras_scl.tapping import linear_head
+
+    recipe_model = model(scl_weight=0.5)
+    history = few_shot_recipe(
+        recipe_model, TEXTS, LABELS, validation_data=(TEXTS, LABELS), steps=6, learning_rate=3.0, evaluations=3
+    )
+    final = recipe_model.evaluate(TEXTS, LABELS, verbose=0, return_dict=True)["accuracy"]
+    assert final >= max(history.history["val_accuracy"]) and len(history.history["best_refit"]) == 3
+    features = linear_head(recipe_model.classifier)[0].predict(recipe_model.preprocessor(TEXTS), verbose=0)
+    kernel, _ = softmax_regression(ops.convert_to_numpy(features), LABELS, num_classes=2)
+    refitted = np.allclose(ops.convert_to_numpy(recipe_model.classifier.get_layer("logits").kernel), kernel, atol=1e-3)
+    # The probe's start is a refit too; a kept trained head after it is not.
+    assert refitted == (history.history["best_refit"][-1] == 1.0 or history.history["best_epoch"][-1] == -1)
+    with pytest.raises(ValueError, match="`refit_head` must be"):
+        few_shot_recipe(model(), TEXTS, LABELS, refit_head=1)

@@ -50,7 +50,7 @@ EMBEDDED_PAPER_DEFAULTS = dict(epochs=5, learning_rate=2e-4)
 # The few-shot recipe where an encoder is named: its learning rate, and λ picked on the validation
 # set (per task and N) from a grid, as the paper did. Each point of the grid is a run per subsample:
 # the default grid is small (give lists for more: --temperature 0.1 0.3 0.5 --scl-weight 0.5 0.9).
-FEW_SHOT_DEFAULTS = dict(learning_rate=2e-5, temperature=(0.3,), scl_weight=(0.5, 0.9))
+FEW_SHOT_DEFAULTS = dict(learning_rate=5e-5, temperature=(0.3,), scl_weight=(0.5, 0.9))
 # A user's file (`train_file`): N examples per class, 10 subsamples, 100 validation examples.
 FILE_DEFAULTS = dict(sizes=(10,), per_class=True, validation_size=100)
 
