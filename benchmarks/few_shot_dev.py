@@ -147,27 +147,22 @@ def runs_of_task(task_name, args, done, output):
         print(json.dumps(record), flush=True)
 
 
-def _chosen(rounds, suffix):
-    """The round with the best validation accuracy (ties: the earliest), as `BestWeights` chooses."""
-    values = [round_["val" + suffix] for round_ in rounds]
-    return rounds[int(np.argmax(values))]["dev" + suffix]
-
-
-def _chosen_of_both(rounds):
-    """The best validation accuracy of every round's trained and refitted head (ties: earliest, trained first),
-    as `BestWeights(refit=...)` chooses."""
-    candidates = [(round_["val" + suffix], -number, suffix == "", round_["dev" + suffix])
-                  for number, round_ in enumerate(rounds) for suffix in ("", "_refit")]  # fmt: skip
+def _chosen(rounds, suffixes=("",)):
+    """The development accuracy of the best validation accuracy among the rounds' heads named by `suffixes`
+    (`""`: as trained, `"_refit"`: refitted); ties: the earliest round, then the first suffix. `("", "_refit")`
+    is how `BestWeights(refit=...)` chooses."""
+    candidates = [(round_["val" + suffix], -number, -order, round_["dev" + suffix])
+                  for number, round_ in enumerate(rounds) for order, suffix in enumerate(suffixes)]  # fmt: skip
     return max(candidates)[-1]
 
 
 # Each rule: a run's record -> the development accuracy of the model that rule ends with.
 RULES = {
-    "kept": lambda record: _chosen(record["rounds"], ""),
-    "kept of both heads": lambda record: _chosen_of_both(record["rounds"]),
+    "kept": lambda record: _chosen(record["rounds"]),
+    "kept of both heads": lambda record: _chosen(record["rounds"], ("", "_refit")),
     "last": lambda record: record["rounds"][-1]["dev"],
     "last + refit": lambda record: record["rounds"][-1]["dev_refit"],
-    "kept of refits": lambda record: _chosen(record["rounds"], "_refit"),
+    "kept of refits": lambda record: _chosen(record["rounds"], ("_refit",)),
     "WiSE": lambda record: record["wise"]["dev"],
     "WiSE + refit": lambda record: record["wise"]["dev_refit"],
 }

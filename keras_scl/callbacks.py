@@ -414,16 +414,13 @@ class BestWeights(keras.callbacks.Callback):
 
     def _judge_refitted_head(self, epoch):
         from keras_scl.probe import fit_linear_head
-        from keras_scl.tapping import linear_head
 
-        classifier = getattr(self.model, "classifier", self.model)
-        head = linear_head(classifier)[1]
-        trained = head.get_weights()
-        fit_linear_head(classifier, *self.refit[:2])
+        trained = self._head.get_weights()
+        fit_linear_head(getattr(self.model, "classifier", self.model), *self.refit)
         value = self._evaluate()
         if self._better(value):
             self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, True, self.model.get_weights()
-        head.set_weights(trained)
+        self._head.set_weights(trained)
 
     def _better(self, value):
         if self.best is None:
@@ -432,6 +429,10 @@ class BestWeights(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.best, self.best_epoch, self.best_refit, self._weights = None, None, None, None
+        if self.refit is not None:  # the layer the refits overwrite and restore, found once
+            from keras_scl.tapping import linear_head
+
+            self._head = linear_head(getattr(self.model, "classifier", self.model))[1]
         if self.validation_data is not None:
             self.start = self._evaluate()
             self.best, self.best_epoch, self.best_refit, self._weights = self.start, -1, False, self.model.get_weights()
@@ -447,9 +448,8 @@ class BestWeights(keras.callbacks.Callback):
             self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, False, self.model.get_weights()
         if self.refit is not None:
             self._judge_refitted_head(epoch)
-        logs["best_epoch"] = self.best_epoch
-        if self.refit is not None:
             logs["best_refit"] = float(self.best_refit)
+        logs["best_epoch"] = self.best_epoch
 
     def on_train_end(self, logs=None):
         if self._weights is not None:

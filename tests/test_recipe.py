@@ -83,7 +83,6 @@ def test_the_recipe_refuses_bad_settings_by_name():
             few_shot_recipe(model(), TEXTS, LABELS, **{name: value})
 
 
-
 def test_the_recipe_judges_refitted_heads_too_and_ends_on_the_better_checkpoint():
     from keras_scl.probe import softmax_regression
     from keras_scl.tapping import linear_head
