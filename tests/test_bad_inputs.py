@@ -172,30 +172,23 @@ from keras_scl.experiments.offline import tiny_roberta_classifier
 rng = np.random.default_rng(0)
 x = {"token_ids": rng.integers(3, 50, (256, 64)), "padding_mask": np.ones((256, 64), bool)}
 y = np.arange(256) % 2
+# Ctrl-C as a terminal delivers it: a suite started in the background by a shell without job control (`cmd &`)
+# ignores SIGINT, every child inherits that, and Python then installs no KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 model = SCLClassifier(tiny_roberta_classifier(num_classes=2, sequence_length=64), scl_weight=0.5)
 model.compile(optimizer="adam")
 model.fit(x, y, batch_size=128, epochs=1, verbose=0)  # compiled: the next fit's time is spent inside its steps
 before = model.get_weights()
 
-stop = threading.Event()
-
-def interrupt_until_stopped():
-    # Every 1.5 s until the fit has stopped: one SIGINT at 1.5 s was once not raised on a loaded CI machine
-    # (the fit ran to its end); one that lands while Python runs a finaliser is only printed, never raised.
-    while not stop.wait(1.5):
-        os.kill(os.getpid(), signal.SIGINT)
-
 class SigintSoon(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
-        threading.Thread(target=interrupt_until_stopped, daemon=True).start()
+        threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
 
 try:
     model.fit(x, y, batch_size=128, epochs=1000, verbose=0, callbacks=[SigintSoon()])
     interrupted = False
 except KeyboardInterrupt:
     interrupted = True
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # a signal still on its way must not hit what follows
-stop.set()
 after = model.get_weights()
 steps = int(model.optimizer.iterations)
 predictions = model.predict(x, verbose=0)
