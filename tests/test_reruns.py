@@ -87,8 +87,17 @@ def test_a_run_resumed_after_sigint_equals_a_fresh_one(fresh, tmp_path):
     while not (runs.exists() and runs.read_text().count("\n") >= 1):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)  # during the second run: the CE+SCL twin of the first
-    stderr = process.communicate(timeout=120)[1]
+    # During the second run: the CE+SCL twin of the first. A SIGINT that lands inside a gc callback (JAX, where
+    # installed, registers one) is only printed ("Exception ignored"), as a user's Ctrl-C would be: press again.
+    for _ in range(5):
+        process.send_signal(signal.SIGINT)
+        try:
+            stderr = process.communicate(timeout=5)[1]
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        stderr = process.communicate(timeout=120)[1]
     assert process.returncode != 0, stderr[-3000:]
     interrupted = records(tmp_path)
     assert 1 <= len(interrupted) < 4, "the interrupt came too late to test a resume"
