@@ -8,9 +8,12 @@ import numpy as np
 
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
+from keras_scl.validation import check_num_classes
+from keras_scl.validation import check_sample_weights
 from keras_scl.validation import class_ids
 from keras_scl.validation import is_numeric_array
 from keras_scl.validation import is_one_hot
+from keras_scl.validation import standardized_inputs
 
 __all__ = [
     "ClassBalancedBatches",
@@ -86,9 +89,14 @@ class InMemoryBatches(keras.utils.PyDataset):
     def __init__(self, x, y, sample_weight, batch_size):
         super().__init__()
         check_integer("batch_size", batch_size, 1)
+        x = standardized_inputs(x)
         self.x, self.y, self.sample_weight = _to_numpy(x), _to_numpy(y), _to_numpy(sample_weight)
         self.batch_size = batch_size
         self.size = num_examples(x)
+        if not self.size:
+            raise ValueError(f"{type(self).__name__} needs at least one example. Received: `x` with 0 examples")
+        if sample_weight is not None:
+            check_sample_weights("sample_weight", sample_weight, examples=self.size)
         for name, data in (("y", y), ("sample_weight", sample_weight)):
             if data is not None and num_examples(data) != self.size:
                 raise ValueError(
@@ -203,6 +211,8 @@ def _checked_class_counts(labels, examples_per_class, num_classes=None):
     """
     check_class_labels("labels", labels, num_classes=num_classes)
     labels = class_ids(labels)
+    if not len(labels):
+        raise ValueError("Class-balanced batches need at least one labelled example. Received: 0 labels")
     counts = np.bincount(labels, minlength=num_classes or 0)
     # Without `num_classes`, a class of no example is no class; with it, every id in range must occur.
     small = {c: int(n) for c, n in enumerate(counts) if (n or num_classes) and n < examples_per_class}
@@ -377,7 +387,7 @@ def class_balanced_dataset(
     import tensorflow as tf  # only here: the rest of keras_scl runs without TensorFlow
 
     _check_balance(batch_size, examples_per_class)
-    check_integer("num_classes", num_classes, 1)
+    check_num_classes("num_classes", num_classes)
     if num_batches is not None:  # 0 would mean "endless" below
         check_integer("num_batches", num_batches, 1)
     spec = dataset.element_spec

@@ -16,9 +16,13 @@ import keras
 import numpy as np
 
 from keras_scl.batching import num_examples
+from keras_scl.compat import NotAvailable
+from keras_scl.compat import private
+from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
+from keras_scl.validation import standardized_inputs
 from keras_scl.views import plot_embeddings
 from keras_scl.views import require_plot_libraries
 from keras_scl.views import silhouette
@@ -62,6 +66,21 @@ class _Setting:
             setattr(model, self.name, value)
         else:
             self._variable.assign(value)
+
+
+def _checked_examples(owner, x, y):
+    """`(x, class ids)` of a callback's examples, checked when it is made: texts, labels, the same count, not none."""
+    x = standardized_inputs(x, name=f"x of {owner}")
+    check_class_labels(f"y of {owner}", y, num_classes=None)
+    labels = class_ids(y)
+    if num_examples(x) != len(labels):
+        raise ValueError(
+            f"`x` and `y` of {owner} must hold the same examples. Received: {num_examples(x)} inputs and "
+            f"{len(labels)} labels"
+        )
+    if not len(labels):
+        raise ValueError(f"{owner} needs at least one example. Received: `x` with 0 examples")
+    return x, labels
 
 
 class ParamScheduler(keras.callbacks.Callback):
@@ -255,13 +274,7 @@ class EmbeddingView(keras.callbacks.Callback):
         check_integer("every", every, 1)
         check_one_of("method", method, ("pca", "tsne"))
         require_plot_libraries("EmbeddingView")
-        self.x = x
-        self.labels = class_ids(y)
-        if num_examples(x) != len(self.labels):  # named now, not after the first epoch has trained
-            raise ValueError(
-                f"`x` and `y` of EmbeddingView must hold the same examples. Received: {num_examples(x)} inputs "
-                f"and {len(self.labels)} labels"
-            )
+        self.x, self.labels = _checked_examples("EmbeddingView", x, y)  # named now, not after an epoch has trained
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"`directory` of EmbeddingView must be a folder. Received: directory={directory!r}")
@@ -342,7 +355,8 @@ class LinearProbe(keras.callbacks.Callback):
 
     def __init__(self, x, y, l2=None):
         super().__init__()
-        self.x, self.y, self.l2 = x, y, l2
+        self.x, self.y = _checked_examples("LinearProbe", x, y)
+        self.l2 = l2
         self.accuracy = None
 
     def on_train_begin(self, logs=None):
@@ -358,6 +372,51 @@ class LinearProbe(keras.callbacks.Callback):
             self._logged = True
 
 
+def _logged_name(monitor, names):
+    """`monitor` as Keras logs it among `names`; the accuracy metric of any name for `"accuracy"`.
+
+    Keras logs a metric under the name it was compiled with:
+    `metrics=["accuracy"]` as `accuracy`, `["sparse_categorical_accuracy"]`
+    as that. `"val_accuracy"` (the default) finds the one accuracy metric
+    logged for validation, whatever its name.
+    """
+    if monitor in names:
+        return monitor
+    prefix = "val_" if monitor.startswith("val_") else ""
+    if monitor.removeprefix(prefix) in ("accuracy", "acc"):
+        accuracies = [
+            name
+            for name in names
+            if name.startswith(prefix)
+            and not name.removeprefix(prefix).startswith("val_")
+            and name.endswith("accuracy")
+        ]
+        if len(accuracies) == 1:
+            return accuracies[0]
+    raise ValueError(
+        f"BestWeights monitors {monitor!r}, which fit did not log (give fit `validation_data`, or monitor a name "
+        f"it logs). Logged: {sorted(names)}"
+    )
+
+
+def _metric_direction(model, name):
+    """`"min"` or `"max"` for a metric `name` (without `val_`), as Keras' own callbacks infer it in mode "auto"."""
+    if name.endswith("loss"):
+        return "min"
+    metrics = list(getattr(model, "metrics", []))
+    metrics += [inner for metric in metrics for inner in getattr(metric, "metrics", [])]  # compiled metrics
+    for metric in metrics:
+        try:
+            direction = private(metric, "_direction") if metric.name == name else None
+        except NotAvailable:  # a Keras release without it: the names below decide
+            direction = None
+        if direction in ("up", "down"):
+            return "max" if direction == "up" else "min"
+    if name.endswith(("accuracy", "auc", "precision", "recall", "positive_fraction")):
+        return "max"
+    raise ValueError(f"BestWeights cannot tell whether {name!r} should be high or low: give mode='max' or mode='min'.")
+
+
 class BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the best epoch by a validation metric, the start included, and restores them at the end.
 
@@ -365,7 +424,8 @@ class BestWeights(keras.callbacks.Callback):
     with `validation_data` this also evaluates the weights training starts
     from (e.g. a `LinearProbe`'s head, listed before it), so that a run that
     only overfits ends where it started. Ties keep the earlier weights (fewer
-    steps). The best epoch is `best_epoch` (`-1`: the start) and logged.
+    steps). The best epoch is `best_epoch` (`-1`: the start) and logged. An
+    epoch whose training loss is not finite (a diverged run) is never kept.
 
     With `refit=(x, y)`, each epoch's weights are also judged with the head
     fitted again on their encoder's features of `x` (`fit_linear_head`: what
@@ -376,8 +436,12 @@ class BestWeights(keras.callbacks.Callback):
     set decides. `best_refit` (logged) says whether the kept head is a refit.
 
     Args:
-        monitor: The metric, as `fit` logs it. Defaults to `"val_accuracy"`.
-        mode: `"max"` or `"min"`. Defaults to `"max"`.
+        monitor: The metric, as `fit` logs it. `"val_accuracy"` also finds
+            an accuracy metric logged under another name (e.g.
+            `val_sparse_categorical_accuracy`). Defaults to `"val_accuracy"`.
+        mode: `"max"`, `"min"`, or `"auto"`: as Keras' callbacks infer it,
+            lower for losses, the metric's own direction otherwise. Defaults
+            to `"auto"`.
         validation_data: `(x, y)` to evaluate the start on, as `fit`'s
             `validation_data`; `None` compares the epochs only. Defaults to
             `None`.
@@ -395,22 +459,41 @@ class BestWeights(keras.callbacks.Callback):
     >>> history = model.fit(texts, labels, epochs=3, validation_data=(texts, labels), verbose=0, callbacks=[best])
     >>> best.best_epoch >= -1, best.best == max([best.start, *history.history["val_accuracy"]])
     (True, True)
+    >>> BestWeights(monitor="val_loss").mode  # resolved when training starts: "min" for a loss
+    'auto'
     """
 
-    def __init__(self, monitor="val_accuracy", mode="max", validation_data=None, refit=None):
+    def __init__(self, monitor="val_accuracy", mode="auto", validation_data=None, refit=None):
         super().__init__()
-        check_one_of("mode", mode, ("max", "min"))
+        check_one_of("mode", mode, ("auto", "max", "min"))
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"`monitor` must be the name of a logged metric. Received: monitor={monitor!r}")
         if refit is not None and validation_data is None:
             raise ValueError("BestWeights(refit=...) judges the refitted heads on `validation_data`: give it too.")
+        for name, data in (("validation_data", validation_data), ("refit", refit)):
+            if data is not None and (not isinstance(data, (list, tuple)) or len(data) < 2):
+                raise ValueError(f"`{name}` of BestWeights must be (x, y). Received: a {type(data).__name__}")
+            if data is not None and num_examples(data[0]) == 0:
+                raise ValueError(f"`{name}` of BestWeights needs at least one example. Received: x with 0 examples")
         self.monitor, self.mode, self.validation_data, self.refit = monitor, mode, validation_data, refit
         self.best = self.start = None
         self.best_epoch = self.best_refit = None
         self._weights = None
+        self._direction = None  # "max" or "min", resolved from the first logged names
+
+    def _value(self, results, prefix=""):
+        """The monitored value among `results` (a `fit` log, or an `evaluate` dict with `prefix` "val_")."""
+        names = [prefix + name for name in results]
+        name = _logged_name(self.monitor, names).removeprefix(prefix)
+        if self._direction is None:
+            mode = self.mode
+            self._direction = mode if mode != "auto" else _metric_direction(self.model, name.removeprefix("val_"))
+        return float(results[name])
 
     def _evaluate(self):
         x, y = self.validation_data[:2]
         results = self.model.evaluate(x, y, verbose=0, return_dict=True)
-        return float(results[self.monitor.removeprefix("val_")])
+        return self._value(results, prefix="val_" if self.monitor.startswith("val_") else "")
 
     def _judge_refitted_head(self, epoch):
         from keras_scl.probe import fit_linear_head
@@ -423,12 +506,15 @@ class BestWeights(keras.callbacks.Callback):
         self._head.set_weights(trained)
 
     def _better(self, value):
+        if not math.isfinite(value):
+            return False
         if self.best is None:
             return True
-        return value > self.best if self.mode == "max" else value < self.best
+        return value > self.best if self._direction == "max" else value < self.best
 
     def on_train_begin(self, logs=None):
         self.best, self.best_epoch, self.best_refit, self._weights = None, None, None, None
+        self._direction = None
         if self.refit is not None:  # the layer the refits overwrite and restore, found once
             from keras_scl.tapping import linear_head
 
@@ -438,18 +524,17 @@ class BestWeights(keras.callbacks.Callback):
             self.best, self.best_epoch, self.best_refit, self._weights = self.start, -1, False, self.model.get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not logs or self.monitor not in logs:
-            raise ValueError(
-                f"BestWeights monitors {self.monitor!r}, which fit did not log (give fit `validation_data`). "
-                f"Logged: {sorted(logs or {})}"
-            )
-        value = float(logs[self.monitor])
-        if self._better(value):  # the trained head first: on a tie it is kept
+        value = self._value(logs or {})
+        loss = (logs or {}).get("loss")
+        diverged = loss is not None and not math.isfinite(float(loss))
+        if not diverged and self._better(value):  # the trained head first: on a tie it is kept
             self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, False, self.model.get_weights()
-        if self.refit is not None:
+        if self.refit is not None and not diverged:  # a diverged encoder's features cannot be refitted on
             self._judge_refitted_head(epoch)
-            logs["best_refit"] = float(self.best_refit)
-        logs["best_epoch"] = self.best_epoch
+        if self.refit is not None:
+            logs["best_refit"] = float(bool(self.best_refit))
+        if self.best_epoch is not None:
+            logs["best_epoch"] = self.best_epoch
 
     def on_train_end(self, logs=None):
         if self._weights is not None:

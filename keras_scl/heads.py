@@ -10,16 +10,13 @@ and a frozen-encoder probe read), so that a linear probe of the head starts
 where those do. `SCLClassifier.from_preset(..., pooling="mean")` builds one.
 """
 
-import inspect
-import os
-
 import keras
 import keras_hub
 from keras import ops
 
-from keras_scl.validation import check_one_of
+from keras_scl.validation import check_num_classes
 
-__all__ = ["MeanPooledTextClassifier", "MeanPooling", "classifier_from_preset"]
+__all__ = ["MeanPooledTextClassifier", "MeanPooling"]
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
@@ -98,6 +95,8 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
     """
 
     def __init__(self, backbone, num_classes, preprocessor=None, activation=None, dropout=0.1, **kwargs):
+        check_num_classes("num_classes", num_classes)
+
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -118,6 +117,21 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
 
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """A mean-pooled classifier from a preset: as saved (trained head included), or a new head on its encoder.
+
+        A preset this class saved comes back with its trained head unless
+        `num_classes` is given (KerasHub's rule: new task arguments, a new
+        head); any other preset or Hugging Face checkpoint folder gives its
+        encoder and preprocessor a new mean-pooled head of `num_classes`. (KerasHub's
+        own `TextClassifier.from_preset` picks the backbone's classifier class
+        and cannot build this one.) See `keras_scl.presets.classifier_from_preset`.
+        """
+        from keras_scl.presets import classifier_from_preset
+
+        return classifier_from_preset(preset, pooling="mean", load_weights=load_weights, **kwargs)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -125,48 +139,3 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
             "activation": keras.activations.serialize(self.activation),
             "dropout": self.dropout,
         }
-
-
-def classifier_from_preset(preset, pooling=None, load_weights=True, **kwargs):
-    """The KerasHub text classifier of a preset; with `pooling="mean"`, a `MeanPooledTextClassifier` on its backbone.
-
-    `kwargs` go to `keras_hub.models.TextClassifier.from_preset`
-    (`num_classes`, `preprocessor`, `activation`, `dropout`, ...).
-
-    Example:
-
-    >>> import tempfile
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
-    >>> folder = tempfile.mkdtemp()
-    >>> tiny_roberta_classifier(num_classes=2).save_to_preset(folder)
-    >>> type(classifier_from_preset(folder, "mean", num_classes=3)).__name__
-    'MeanPooledTextClassifier'
-    """
-    check_one_of("pooling", pooling, (None, "mean"))
-    preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
-    classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
-    if pooling == "mean" and not isinstance(classifier, MeanPooledTextClassifier):
-        head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
-        classifier = MeanPooledTextClassifier(
-            classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head
-        )
-    return classifier
-
-
-def classifier_keywords():
-    """The keyword arguments some KerasHub text classifier's `from_preset` or constructor takes.
-
-    What `SCLClassifier.from_preset` passes on must be among them: KerasHub
-    accepts unknown keywords without a word, so a misspelt one would be lost.
-    """
-    keywords = {"load_weights", "name", "dtype", "trainable"}
-    classes = [keras_hub.models.TextClassifier]
-    while classes:
-        cls = classes.pop()
-        classes.extend(cls.__subclasses__())
-        keywords |= {
-            name
-            for name, parameter in inspect.signature(cls.__init__).parameters.items()
-            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name != "self"
-        }
-    return keywords

@@ -32,10 +32,13 @@ from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_labels
 from keras_scl.validation import check_number
+from keras_scl.validation import check_sample_weights
+from keras_scl.validation import standardized_inputs
 
 __all__ = [
     "ModelInputs",
     "PreprocessedDataset",
+    "TokenLimits",
     "contains_strings",
     "for_evaluate",
     "for_fit",
@@ -61,6 +64,69 @@ class ModelInputs:
 
     arguments: dict
     through_pipeline: bool = False
+    empty: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLimits:
+    """What a classifier takes as token ids: its input names, the longest sequence, the vocabulary.
+
+    Token-id dicts are checked against them before any work (host data by
+    value, backend tensors by shape): an id past the vocabulary is an index
+    error deep in the embedding on torch, and a silent clamp on JAX.
+
+    Attributes:
+        names: The input names (`("padding_mask", "token_ids")`), or `None`.
+        max_length: The backbone's `max_sequence_length`, or `None`.
+        vocabulary_size: The backbone's `vocabulary_size`, or `None`.
+    """
+
+    names: tuple = None
+    max_length: int = None
+    vocabulary_size: int = None
+
+    @classmethod
+    def of(cls, model):
+        """The limits of a KerasHub text classifier (or a model with its `backbone` and dict inputs)."""
+        inputs = getattr(model, "input", None)
+        backbone = getattr(model, "backbone", None)
+        return cls(
+            tuple(sorted(inputs)) if isinstance(inputs, dict) else None,
+            getattr(backbone, "max_sequence_length", None),
+            getattr(backbone, "vocabulary_size", None),
+        )
+
+    def check(self, x, name="x"):
+        """Raises a ValueError naming `name` where the token-id dict `x` does not fit the classifier."""
+        if self.names is not None and set(x) != set(self.names):
+            raise ValueError(
+                f"`{name}` as token ids must have the classifier's inputs {list(self.names)}. "
+                f"Received: keys {sorted(x)}"
+            )
+        shapes = {key: tuple(value.shape) if hasattr(value, "shape") else np.shape(value) for key, value in x.items()}
+        first = shapes.get("token_ids", next(iter(shapes.values()), None))
+        if any(len(shape) != 2 or shape != first for shape in shapes.values()):
+            raise ValueError(
+                f"`{name}`: every token-id input must be (examples, tokens), all of one shape. Received: {shapes}"
+            )
+        if self.max_length is not None and first[1] > self.max_length:
+            raise ValueError(
+                f"`{name}` holds sequences of {first[1]} tokens; this backbone takes at most {self.max_length}. "
+                f"Received: shapes {shapes}"
+            )
+        for key, value in x.items():
+            if keras.ops.is_tensor(value):  # a device's values are not read back
+                continue
+            values = np.asarray(value)
+            if values.dtype.kind not in "biuf" or (values.dtype.kind == "f" and np.any(values != np.round(values))):
+                raise ValueError(f"`{name}['{key}']` must hold whole numbers. Received: dtype {values.dtype}")
+            if key == "token_ids" and values.size:
+                low, high = values.min(), values.max()
+                if low < 0 or (self.vocabulary_size is not None and high >= self.vocabulary_size):
+                    raise ValueError(
+                        f"`{name}['token_ids']` must hold ids in [0, {self.vocabulary_size}), this vocabulary. "
+                        f"Received: ids from {low} to {high}"
+                    )
 
 
 def is_pipeline_dataset(x):
@@ -86,15 +152,40 @@ def _check_batch_sizes(**sizes):
             check_integer(name, size, 1)
 
 
-def _check_x(x):
-    """Inputs that no path takes, named: one string, and sentence pairs given as a list of tuples."""
-    if isinstance(x, (str, bytes)):
-        raise ValueError(f"`x` must be a list of texts, not one string: wrap it, x=[x]. Received: x={x!r:.80}")
-    if isinstance(x, list) and x and all(isinstance(item, tuple) for item in x):
+def checked_inputs(x, preprocessor=None, limits=None, name="x"):
+    """`x` standardised (`keras_scl.validation.standardized_inputs`) and checked against the classifier.
+
+    Texts need a preprocessor, and a classifier with one takes texts or
+    token ids, not other numbers; token-id dicts must fit `limits` (a
+    `TokenLimits`). The inputs of in-memory batches are checked the same way.
+    """
+    if isinstance(x, InMemoryBatches):
+        checked_inputs(x.x, preprocessor, limits, name)
+        return x
+    x = standardized_inputs(x, name)
+    if not is_in_memory(x):
+        return x
+    if isinstance(x, dict):
+        if limits is not None:
+            limits.check(x, name)
+        return x
+    if contains_strings(x) and preprocessor is None:
         raise ValueError(
-            "Sentence pairs go in as a tuple of two lists, (premises, hypotheses), not a list of tuples: "
-            f"x = tuple(map(list, zip(*pairs))). Received: x starting {x[0]!r:.80}"
+            f"`{name}` holds texts, but this classifier has no preprocessor to tokenise them: give token ids "
+            f"(a dict such as {{'token_ids': ..., 'padding_mask': ...}}), or attach a preprocessor."
         )
+    if preprocessor is not None and not contains_strings(x) and num_examples(x):
+        first = np.asarray(keras.tree.flatten(as_arrays(x))[0])[:3].tolist()
+        raise ValueError(
+            f"`{name}` must hold texts (or a dict of token ids) for a classifier with a preprocessor. "
+            f"Received: {name} of {type(x).__name__} {first!r:.80}"
+        )
+    return x
+
+
+def _check_not_empty(x, method):
+    if is_in_memory(x) and num_examples(x) == 0:
+        raise ValueError(f"`{method}` needs at least one example. Received: `x` with 0 examples")
 
 
 def _check_labels_and_weights(x, y, sample_weight, num_classes=None, method="fit"):
@@ -103,7 +194,6 @@ def _check_labels_and_weights(x, y, sample_weight, num_classes=None, method="fit
     `num_classes`: the classifier's; in-memory labels (and those of
     in-memory batches) are checked against it.
     """
-    _check_x(x)
     in_memory = is_in_memory(x)
     if y is None and in_memory:
         raise ValueError(
@@ -114,22 +204,13 @@ def _check_labels_and_weights(x, y, sample_weight, num_classes=None, method="fit
         labels = x.y if isinstance(x, InMemoryBatches) else y if in_memory else None
         if labels is not None:
             check_class_labels("y", labels, num_classes)
-    if sample_weight is None or y is None or not in_memory:
-        return
-    weights = tuple(sample_weight.shape) if keras.ops.is_tensor(sample_weight) else np.shape(sample_weight)
-    examples = num_examples(y)
-    if weights not in ((examples,), (examples, 1)):
+    if y is not None and in_memory and num_examples(y) != num_examples(x):
         raise ValueError(
-            f"`sample_weight` must hold one weight per example: shape ({examples},) for {examples} labels. "
-            f"Received: sample_weight of shape {weights}"
+            f"`x` and `y` of `{method}` must hold the same examples. Received: {num_examples(x)} inputs and "
+            f"{num_examples(y)} labels"
         )
-    values = np.asarray(keras.ops.convert_to_numpy(sample_weight), dtype=np.float64).reshape(-1)
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():  # a NaN weight makes every weight NaN after one step; a negative one ascends the loss
-        raise ValueError(
-            "`sample_weight` must hold finite weights >= 0. "
-            f"Received: {sorted(set(values[bad].tolist()), key=str)[:5]} ({int(bad.sum())} of {len(values)} weights)"
-        )
+    if sample_weight is not None and y is not None and in_memory:
+        check_sample_weights("sample_weight", sample_weight, examples=num_examples(y))
 
 
 def _tokenized(preprocessor, x):
@@ -153,7 +234,7 @@ def _through_pipeline(preprocessor, x):
     return preprocessor is not None and is_pipeline_dataset(x)
 
 
-def _prepared_validation_data(preprocessor, validation_data, num_classes=None):
+def _prepared_validation_data(preprocessor, validation_data, num_classes=None, limits=None):
     if validation_data is None:
         return None
     if isinstance(validation_data, (list, tuple)) and len(validation_data) not in (2, 3):
@@ -161,10 +242,13 @@ def _prepared_validation_data(preprocessor, validation_data, num_classes=None):
             "`validation_data` must be `(x, y)` or `(x, y, sample_weight)`, or a dataset. "
             f"Received: a {type(validation_data).__name__} of {len(validation_data)} items"
         )
-    if isinstance(validation_data, (list, tuple)) and is_in_memory(validation_data[0]):
-        x, y, *weights = validation_data
-        _check_labels_and_weights(x, y, weights[0] if weights else None, num_classes, method="validation_data")
-        return (_prepared(preprocessor, x), *(as_arrays(data) for data in validation_data[1:]))
+    if isinstance(validation_data, (list, tuple)):
+        x = checked_inputs(validation_data[0], preprocessor, limits, name="validation_data[0]")
+        if is_in_memory(x):
+            y, *weights = validation_data[1:]
+            _check_not_empty(x, "validation_data")
+            _check_labels_and_weights(x, y, weights[0] if weights else None, num_classes, method="validation_data")
+            return (_prepared(preprocessor, x), *(as_arrays(data) for data in validation_data[1:]))
     if _through_pipeline(preprocessor, validation_data):
         raise ValueError(
             "`validation_data` is a tf.data or grain dataset of text while the training data is not: KerasHub "
@@ -184,10 +268,12 @@ def for_fit(
     validation_data=None,
     validation_batch_size=None,
     num_classes=None,
+    limits=None,
 ):
     """The inputs of `fit`, as `keras.Model.fit` (or KerasHub's pipeline) takes them.
 
     `num_classes`: the classifier's; in-memory labels are checked against it.
+    `limits`: its `TokenLimits`, for token-id inputs.
 
     In-memory data becomes `ShuffledBatches` of `batch_size` (32 by
     default), with `validation_split` holding out the last examples as Keras
@@ -201,6 +287,8 @@ def for_fit(
     """
     _check_batch_sizes(batch_size=batch_size, validation_batch_size=validation_batch_size)
     check_number("validation_split", validation_split, low=0, high=1, high_open=True)
+    x = checked_inputs(x, preprocessor, limits)
+    _check_not_empty(x, "fit")
     _check_labels_and_weights(x, y, sample_weight, num_classes)
     arguments = dict(
         x=x,
@@ -214,7 +302,7 @@ def for_fit(
     )
     if _through_pipeline(preprocessor, x):
         return ModelInputs(arguments, through_pipeline=True)
-    arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data, num_classes)
+    arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data, num_classes, limits)
     if not (isinstance(x, InMemoryBatches) or is_in_memory(x)):
         arguments["x"] = preprocessed(x, preprocessor, labelled_for=("fit", num_classes))
         return ModelInputs(arguments)
@@ -240,27 +328,33 @@ def for_fit(
     return ModelInputs(arguments)
 
 
-def for_evaluate(preprocessor, x, y=None, sample_weight=None, batch_size=None, cached=False, num_classes=None):
+def for_evaluate(
+    preprocessor, x, y=None, sample_weight=None, batch_size=None, cached=False, num_classes=None, limits=None
+):
     """The inputs of `evaluate`; `cached`: Keras' `fit` evaluating its cached validation data (checked already)."""
     arguments = dict(x=x, y=y, sample_weight=sample_weight, batch_size=batch_size)
     if cached:
         return ModelInputs(arguments, through_pipeline=True)
     _check_batch_sizes(batch_size=batch_size)
+    x = checked_inputs(x, preprocessor, limits)
+    _check_not_empty(x, "evaluate")
     _check_labels_and_weights(x, y, sample_weight, num_classes, method="evaluate")
     if _through_pipeline(preprocessor, x):
-        return ModelInputs(arguments, through_pipeline=True)
+        return ModelInputs({**arguments, "x": x}, through_pipeline=True)
     # Lists of labels and weights as arrays: Keras reads a list beside dict inputs as an unknown type.
     x = _prepared(preprocessor, x, labelled_for=("evaluate", num_classes))
     arguments.update(x=x, y=as_arrays(y), sample_weight=as_arrays(sample_weight))
     return ModelInputs(arguments)
 
 
-def for_predict(preprocessor, x, batch_size=None):
-    """The inputs of `predict` (and `SCLClassifier.embed`)."""
+def for_predict(preprocessor, x, batch_size=None, limits=None):
+    """The inputs of `predict` (and `SCLClassifier.embed`); in-memory `x` of no example is `empty`."""
     _check_batch_sizes(batch_size=batch_size)
-    _check_x(x)
+    x = checked_inputs(x, preprocessor, limits)
     if _through_pipeline(preprocessor, x):
         return ModelInputs(dict(x=x, batch_size=batch_size), through_pipeline=True)
+    if is_in_memory(x) and num_examples(x) == 0:
+        return ModelInputs(dict(x=x, batch_size=batch_size), empty=True)
     return ModelInputs(dict(x=_prepared(preprocessor, x), batch_size=batch_size))
 
 
@@ -325,9 +419,9 @@ def preprocess_batch(preprocessor, batch, labelled_for=None):
                 f"Received a batch of inputs alone ({type(x).__name__})"
             )
         check_class_labels("y", keras.ops.convert_to_numpy(y), num_classes)
-    if isinstance(x, tuple) and all(isinstance(s, (str, bytes)) for s in x):
-        x = list(x)  # texts, as torch's default collate gives them; a tuple of lists would be sentence pairs
     if preprocessor is not None and contains_strings(x):
+        # A tuple of texts is texts, as torch's default collate gives them; a tuple of lists, sentence pairs.
+        x = standardized_inputs(x, name="a batch's x")
         x = keras.tree.map_structure(keras.ops.convert_to_numpy, preprocessor(x=_as_lists(x)))
     # Always a tuple: Keras reads a DataLoader's batch with `tuple(batch)`, which takes a bare dict's keys.
     return (x,) if y is None and sample_weight is None else keras.utils.pack_x_y_sample_weight(x, y, sample_weight)

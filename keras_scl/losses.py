@@ -3,14 +3,17 @@
 import collections
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_scl.distributed import all_gather
 from keras_scl.distributed import gathers_global_batch
 from keras_scl.validation import check_bool
+from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_labels
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
+from keras_scl.validation import check_sample_weights
 from keras_scl.validation import class_ids
 from keras_scl.validation import is_one_hot
 
@@ -70,6 +73,38 @@ def _checked_class_ids(y_true, batch_size):
     return class_ids(y_true)
 
 
+def _is_host_data(value):
+    return value is not None and not (ops.is_tensor(value) or isinstance(value, keras.Variable))
+
+
+def _check_host_values(y_true, y_pred, memory_labels=None):
+    """Labels and embeddings given as host data (lists, NumPy) checked by value, as `fit` checks its inputs.
+
+    Backend tensors are not read: inside a training step that read would make
+    a GPU wait (`SCLClassifier` passes labels it checked before the step).
+    """
+    if _is_host_data(y_true):
+        check_class_labels("y_true", y_true, num_classes=None)
+    if _is_host_data(y_pred):
+        try:  # bfloat16 arrays (ml_dtypes) are numbers too
+            values = np.asarray(y_pred).astype("float32")
+        except (TypeError, ValueError):
+            raise ValueError(f"`y_pred` must hold embeddings (numbers). Received: {y_pred!r:.80}") from None
+        if not np.isfinite(values).all():
+            rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)) if values.ndim else [0]
+            raise ValueError(
+                f"`y_pred` must hold finite embeddings. Received: NaN or infinite values in {len(rows)} rows, "
+                f"the first row {rows[0]}"
+            )
+    if _is_host_data(memory_labels):
+        values = np.asarray(memory_labels)
+        if values.dtype.kind not in "biuf" or np.any(values != np.round(values)) or np.any(values < -1):
+            raise ValueError(
+                "`memory_labels` must hold class ids, or -1 for an empty slot. "
+                f"Received: {sorted(set(np.asarray(values).reshape(-1).tolist()), key=str)[:5]}"
+            )
+
+
 def _normalized(embeddings):
     embeddings = ops.cast(embeddings, "float32")
     squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
@@ -125,7 +160,9 @@ def anchors_with_positive(y_true, memory_labels=None):
     [True, True, True]
     """
     check_labels("y_true", y_true)
-    positive, _ = _masks(_checked_class_ids(ops.convert_to_tensor(y_true), None), memory_labels)
+    labels = _checked_class_ids(ops.convert_to_tensor(y_true), None)
+    _check_host_values(y_true, None, memory_labels)
+    positive, _ = _masks(labels, memory_labels)
     return ops.any(positive, axis=1)
 
 
@@ -137,6 +174,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     """
     _check_temperature(temperature)
     check_labels("y_true", y_true)
+    given = (y_true, y_pred, memory_labels)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.convert_to_tensor(y_true)
     if len(y_pred.shape) != 2:
@@ -160,6 +198,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
         if tuple(memory_labels.shape) not in ((memory_embeddings.shape[0],), (memory_embeddings.shape[0], 1)):
             raise ValueError(f"`memory_labels` must hold one class id per memory entry. Received: {shapes}")
     labels = _checked_class_ids(y_true, y_pred.shape[0])
+    _check_host_values(*given)  # by value, after the shapes
     is_number = not (isinstance(temperature, keras.Variable) or ops.is_tensor(temperature))
     # A backend tensor's own division: `ops.divide` would turn the 1.0 into a tensor (on a GPU, a copy).
     inverse_temperature = 1.0 / (temperature if is_number else ops.cast(temperature, "float32"))
@@ -373,6 +412,8 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         # Keras' own reduction divides by the batch size; ours divides by the
         # anchors that have a positive, so the reduction is done here.
         with keras.name_scope(self.name):
+            if _is_host_data(sample_weight):
+                check_sample_weights("sample_weight", sample_weight)
             if self.global_batch and gathers_global_batch():
                 y_true, y_pred = all_gather(y_true), all_gather(y_pred)
                 if sample_weight is not None:

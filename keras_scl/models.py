@@ -11,18 +11,23 @@ from keras import ops
 from keras_scl import inputs
 from keras_scl.batching import InMemoryBatches
 from keras_scl.distributed import world_size
-from keras_scl.heads import classifier_from_preset
-from keras_scl.heads import classifier_keywords
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
 from keras_scl.memory import LabelledMemory
+from keras_scl.presets import check_label_names
+from keras_scl.presets import classifier_from_preset
+from keras_scl.presets import classifier_keywords
+from keras_scl.presets import wrapper_settings
+from keras_scl.presets import write_settings
 from keras_scl.state import restored_on_failure
 from keras_scl.tapping import EMBEDDINGS
 from keras_scl.tapping import reads_logits
 from keras_scl.tapping import tap
+from keras_scl.validation import callback_list
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_keywords
+from keras_scl.validation import check_num_classes
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
@@ -55,6 +60,12 @@ def _scalar_setting(variable, check, doc):
         _assign_number(getattr(model, variable), value)
 
     return property(get, set, doc=doc)
+
+
+def _state_variable(model, name, shape, value, dtype="float32"):
+    """A non-trainable variable of `model`: a setting or state that a compiled step reads without a retrace."""
+    initializer = keras.initializers.Constant(value)
+    return model.add_weight(shape=shape, initializer=initializer, trainable=False, dtype=dtype, name=name)
 
 
 def _check_scl_weight(scl_weight):
@@ -132,6 +143,15 @@ def _split_losses(loss):
     return logits_loss, embedding_loss
 
 
+def _fast_train_function(model, force):
+    """keras_scl's own torch step where it applies (`compile(fast_step=True)` on torch), else `None`."""
+    if keras.backend.backend() != "torch" or not getattr(model, "fast_step", False):
+        return None
+    from keras_scl import torch_step
+
+    return torch_step.train_function(model, force)
+
+
 def _check_one_process():
     if world_size() > 1:
         raise RuntimeError(
@@ -156,10 +176,25 @@ def _check_classifier(classifier, keywords):
             "`classifier` must be a KerasHub text classifier with a `backbone` (e.g. "
             f"keras_hub.models.TextClassifier.from_preset(...)). Received: a {type(classifier).__name__}"
         )
+    check_num_classes("num_classes", classifier.output_shape[-1])
+
+
+def _check_weight_dtypes(model):
+    """Float32 weights to train: under a full float16 or bfloat16 policy AdamW's small steps round away."""
+    dtypes = {keras.backend.standardize_dtype(variable.dtype) for variable in model.trainable_variables}
+    half = sorted(dtypes & {"float16", "bfloat16"})
+    if half:
+        raise ValueError(
+            f"SCLClassifier trains float32 weights; this classifier's are {', '.join(half)} (dtype policy "
+            f"{model.classifier.dtype_policy.name!r}), where steps of a fine-tuning learning rate round away to "
+            "nothing. Build it under a mixed policy: keras.config.set_dtype_policy('mixed_bfloat16') (float32 "
+            "weights, bfloat16 compute) or 'mixed_float16'."
+        )
 
 
 def _check_can_fit(model, x, y, steps_per_epoch, class_weight):
     _check_one_process()
+    _check_weight_dtypes(model)
     _check_compiled(model, "fit", x, y)
     _check_class_weight(class_weight, model.classifier.output_shape[-1])
     # An endless tf.data pipeline (`class_balanced_dataset` of unknown length) would never end an epoch.
@@ -209,11 +244,39 @@ def _check_compiled(model, method, x, y):
         )
 
 
+def _checks(model):
+    """What in-memory inputs are checked against: the classifier's classes and its token-id limits."""
+    return dict(num_classes=model.classifier.output_shape[-1], limits=inputs.TokenLimits.of(model.classifier))
+
+
 def _restoring(model, call, **kwargs):
+    """Runs a Keras `fit`/`evaluate`/`predict` call, the model restored (JAX) if it fails; a stopped fit tells."""
     if kwargs.get("_use_cached_eval_dataset"):  # `fit` validating: inside fit's own guard
         return call(**kwargs)
-    with restored_on_failure(model):
-        return call(**kwargs)
+    try:
+        with restored_on_failure(model):
+            return call(**kwargs)
+    except BaseException:
+        if "epochs" in kwargs:  # `fit`
+            _tell_interrupted(kwargs.get("callbacks"))
+        raise
+
+
+def _scl_term(loss, y, embedding, sample_weight, memory):
+    """`(loss, which anchors had a positive)` of the SCL side of a batch; the memory takes the batch in."""
+    labels = class_ids(y)  # ids: the loss need not check one-hot rows (a read of the labels)
+    if not isinstance(loss, SupervisedContrastiveLoss):
+        return loss(labels, embedding, sample_weight=sample_weight), anchors_with_positive(labels)
+    # One gather of the global batch (DDP) serves the loss, the memory and the count.
+    batch = loss.compute(labels, embedding, sample_weight, **(memory.keys() if memory else {}))
+    if memory:
+        memory.enqueue(batch.embeddings, batch.labels)
+    return batch.loss, batch.has_positive
+
+
+def _softmax(logits):
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
 
 
 def _tell_interrupted(callbacks):
@@ -256,6 +319,9 @@ class SCLClassifier(keras_hub.models.Task):
             as in the paper.
         memory_warmup_steps: Training steps that fill the memory before it
             joins the loss. Defaults to `0`.
+        label_names: A name per class, in class-id order, or `None`:
+            `predict_labels` returns them; saving keeps them. Defaults to
+            `None`.
         name: Name of the model. Defaults to `"scl_classifier"`.
 
     λ and τ live in non-trainable variables (`scl_weight`, `temperature`), so
@@ -287,10 +353,12 @@ class SCLClassifier(keras_hub.models.Task):
         embedding="cls",
         memory_size=0,
         memory_warmup_steps=0,
+        label_names=None,
         name="scl_classifier",
         **kwargs,
     ):
         _check_classifier(classifier, kwargs)
+        self.label_names = check_label_names(label_names, classifier.output_shape[-1])
         _check_scl_weight(scl_weight)
         check_integer("memory_size", memory_size, 0)
         check_integer("memory_warmup_steps", memory_warmup_steps, 0)
@@ -312,11 +380,11 @@ class SCLClassifier(keras_hub.models.Task):
         self.positive_fraction_tracker = keras.metrics.Mean(name="positive_fraction")
         # Variables, not constants: a compiled train step reads their current
         # values, so λ and τ can change between steps without retracing.
-        self._scl_weight = self._state("scl_weight", (), scl_weight, "float32")
-        self._temperature = self._state("temperature", (), 0.3, "float32")
-        self._memory = None
-        if memory_size:
-            self._memory = LabelledMemory(self._state, memory_size, features.shape[-1], memory_warmup_steps)
+        state = functools.partial(_state_variable, self)
+        self._scl_weight, self._temperature = state("scl_weight", (), scl_weight), state("temperature", (), 0.3)
+        self._memory = (
+            LabelledMemory(state, memory_size, features.shape[-1], memory_warmup_steps) if memory_size else None
+        )
 
         # === Config ===
         self.embedding = embedding
@@ -327,11 +395,6 @@ class SCLClassifier(keras_hub.models.Task):
             from keras_scl import torch_step
 
             torch_step.register_parameters(self)
-
-    def _state(self, name, shape, value, dtype):
-        return self.add_weight(
-            shape=shape, initializer=keras.initializers.Constant(value), trainable=False, dtype=dtype, name=name
-        )
 
     scl_weight = _scalar_setting("_scl_weight", _check_scl_weight, "λ, the weight of the SCL term; assignable.")
     temperature = _scalar_setting("_temperature", _check_temperature, "τ of the SCL loss; assignable.")
@@ -347,14 +410,16 @@ class SCLClassifier(keras_hub.models.Task):
     def from_preset(cls, preset, load_weights=True, pooling=None, **kwargs):
         """Builds the KerasHub text classifier of a preset and wraps it.
 
+        A folder `save_to_preset` wrote comes back as it was saved: the
+        trained head (a mean-pooled one too), the label names and `embedding`.
+
         Args:
             preset: A KerasHub preset name (`"roberta_base_en"`), a folder
                 (a preset, a Hugging Face checkpoint) or a handle, as
                 `keras_hub.models.TextClassifier.from_preset` takes it.
             load_weights: Whether to load the preset's weights. Defaults to
                 `True`.
-            pooling: What the head reads: `None`, the preset classifier's
-                own head (RoBERTa's and BERT's read the start token), or
+            pooling: What the head reads: `None`, the preset's own head, or
                 `"mean"`, the L2-normalised masked mean of the final hidden
                 states (a `keras_scl.MeanPooledTextClassifier`: the sentence
                 embedding of sentence-transformers such as MiniLM), with
@@ -362,7 +427,8 @@ class SCLClassifier(keras_hub.models.Task):
                 Defaults to `None`.
             **kwargs: The arguments of `SCLClassifier` (`scl_weight`,
                 `embedding`, ...) go to the wrapper; the others to the
-                classifier, e.g. `num_classes=2`, `preprocessor=...`.
+                classifier. `num_classes` puts a new head on the preset's
+                encoder (KerasHub's rule; for a checkpoint, which has none).
 
         Example:
 
@@ -370,20 +436,28 @@ class SCLClassifier(keras_hub.models.Task):
         >>> from keras_scl.experiments.offline import tiny_roberta_classifier
         >>> folder = tempfile.mkdtemp()
         >>> tiny_roberta_classifier(num_classes=3).save_to_preset(folder)
-        >>> model = SCLClassifier.from_preset(folder, num_classes=3, scl_weight=0.5)
-        >>> type(model.classifier).__name__, model.scl_weight
-        ('RobertaTextClassifier', 0.5)
+        >>> model = SCLClassifier.from_preset(folder, pooling="mean", label_names=["a", "b", "c"])
+        >>> model.save_to_preset(folder + "/trained")
+        >>> again = SCLClassifier.from_preset(folder + "/trained")
+        >>> type(again.classifier).__name__, again.label_names, again.embedding
+        ('MeanPooledTextClassifier', ('a', 'b', 'c'), 'mean')
+        >>> SCLClassifier.from_preset(folder + "/trained", num_classes=2).label_names is None  # a new head
+        True
         """
         wrapper_arguments = set(inspect.signature(cls.__init__).parameters) - {"self", "classifier", "kwargs"}
         wrapper = {key: kwargs.pop(key) for key in list(kwargs) if key in wrapper_arguments}
         check_keywords("SCLClassifier.from_preset", kwargs, classifier_keywords() | wrapper_arguments)
-        if pooling == "mean":
-            wrapper.setdefault("embedding", "mean")  # head and SCL on the same sentence embedding
-        return cls(classifier_from_preset(preset, pooling, load_weights=load_weights, **kwargs), **wrapper)
+        classifier = classifier_from_preset(preset, pooling, load_weights=load_weights, **kwargs)
+        return cls(classifier, **wrapper_settings(preset, classifier, new_head="num_classes" in kwargs, **wrapper))
 
     def save_to_preset(self, preset_dir, **kwargs):
-        """Saves the classifier (the model to deploy; λ, τ and the memory are training settings) as a preset."""
+        """Saves the classifier (the model to deploy) as a KerasHub preset, with the label names and `embedding`.
+
+        λ, τ and the memory are training settings and are not saved;
+        `SCLClassifier.from_preset(preset_dir)` gives the same predictions.
+        """
         self.classifier.save_to_preset(preset_dir, **kwargs)
+        write_settings(preset_dir, self.classifier, label_names=self.label_names, embedding=self.embedding)
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", fast_step=True, **kwargs):
         """Configures the model for training, as `keras.Model.compile`.
@@ -401,12 +475,11 @@ class SCLClassifier(keras_hub.models.Task):
                 single loss is refused. Defaults to `"auto"`.
             metrics: Metrics on the logits. `"auto"` is `["accuracy"]`.
                 Defaults to `"auto"`.
-            fast_step: On the torch backend, whether `fit` trains with
-                keras_scl's own step (`keras_scl.torch_step`: Keras' step
-                with no host-device sync, fused attention, blocks and Adam);
-                a piece whose Keras internals have moved keeps Keras' code,
-                with a warning. `False`: Keras' own step. No effect on JAX
-                and TensorFlow. Defaults to `True`.
+            fast_step: On torch, whether `fit` trains with keras_scl's own
+                step (`keras_scl.torch_step`: no host-device sync, fused
+                attention, blocks and Adam; Keras' code for a piece whose
+                internals moved). No effect on JAX and TensorFlow. Defaults
+                to `True`.
             **kwargs: Any other argument of `keras.Model.compile`.
 
         Example:
@@ -444,13 +517,8 @@ class SCLClassifier(keras_hub.models.Task):
             torch_step.configure(self, fast_step)
 
     def make_train_function(self, force=False):
-        if keras.backend.backend() == "torch" and getattr(self, "fast_step", False):
-            from keras_scl import torch_step
-
-            step = torch_step.train_function(self, force)
-            if step is not None:
-                return step
-        return super().make_train_function(force)
+        step = _fast_train_function(self, force)
+        return super().make_train_function(force) if step is None else step
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -473,31 +541,18 @@ class SCLClassifier(keras_hub.models.Task):
             ce_loss = _mean_cross_entropy(y, logits, self._from_logits, sample_weight)
         else:
             ce_loss = ops.cast(self.logits_loss(y, logits, sample_weight=sample_weight), "float32")
-        # Class ids for everything else: the loss need not check one-hot rows (a read of the labels).
-        labels = class_ids(y)
         memory = self._memory if training else None
-        if isinstance(self.loss, SupervisedContrastiveLoss):
-            # One gather of the global batch (DDP) serves the loss, the memory and the count.
-            batch = self.loss.compute(labels, embedding, sample_weight, **(memory.keys() if memory else {}))
-            scl_loss, has_positive = batch.loss, batch.has_positive
-            if memory:
-                memory.enqueue(batch.embeddings, batch.labels)
-        else:
-            scl_loss = self.loss(labels, embedding, sample_weight=sample_weight)
-            has_positive = anchors_with_positive(labels)
+        scl_loss, has_positive = _scl_term(self.loss, y, embedding, sample_weight, memory)
         scl_weight = ops.cast(self._scl_weight, ce_loss.dtype)
         loss = (1.0 - scl_weight) * ce_loss + scl_weight * ops.cast(scl_loss, ce_loss.dtype)
         for extra_loss in self.losses:  # regularisers, as Keras' own compute_loss adds them
             loss = loss + ops.cast(ops.sum(extra_loss), loss.dtype)
-
         # Weighted by batch size, as Keras' own loss tracker. Counted on the
         # device: a Python int would be copied to the GPU, which waits for it.
         batch_size = ops.sum(ops.ones_like(logits[:, 0], dtype="float32"))
-        self.ce_tracker.update_state(ce_loss, sample_weight=batch_size)
-        self.scl_tracker.update_state(scl_loss, sample_weight=batch_size)
-        self.positive_fraction_tracker.update_state(
-            ops.mean(ops.cast(has_positive, "float32")), sample_weight=batch_size
-        )
+        for tracker, value in ((self.ce_tracker, ce_loss), (self.scl_tracker, scl_loss)):
+            tracker.update_state(value, sample_weight=batch_size)
+        self.positive_fraction_tracker.update_state(ops.mean(ops.cast(has_positive, "float32")), batch_size)
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -532,33 +587,21 @@ class SCLClassifier(keras_hub.models.Task):
         """
         _check_can_fit(self, x, y, steps_per_epoch, class_weight)
         check_integer("epochs", epochs, 0)
+        validation = (validation_split, validation_data, validation_batch_size)
         prepared = inputs.for_fit(
-            self.preprocessor,
-            x,
-            y,
-            sample_weight,
-            batch_size,
-            shuffle,
-            validation_split,
-            validation_data,
-            validation_batch_size,
-            num_classes=self.classifier.output_shape[-1],
+            self.preprocessor, x, y, sample_weight, batch_size, shuffle, *validation, **_checks(self)
         )
-        try:
-            return self._trainer("fit", prepared)(
-                **prepared.arguments,
-                epochs=epochs,
-                verbose=verbose,
-                callbacks=callbacks,
-                class_weight=class_weight,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch,
-                validation_steps=validation_steps,
-                validation_freq=validation_freq,
-            )
-        except BaseException:
-            _tell_interrupted(callbacks)
-            raise
+        return self._trainer("fit", prepared)(
+            **prepared.arguments,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callback_list(callbacks, "fit"),
+            class_weight=class_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_freq=validation_freq,
+        )
 
     def evaluate(
         self,
@@ -575,8 +618,8 @@ class SCLClassifier(keras_hub.models.Task):
         """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
         cached = kwargs.get("_use_cached_eval_dataset", False)  # Keras' `fit` evaluating its validation data
         _check_compiled(self, "evaluate", x, y)
-        classes = self.classifier.output_shape[-1]
-        prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached, classes)
+        callbacks = callback_list(callbacks, "evaluate")
+        prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached, **_checks(self))
         return self._trainer("evaluate", prepared)(
             **prepared.arguments, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
         )
@@ -584,20 +627,39 @@ class SCLClassifier(keras_hub.models.Task):
     def predict(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Logits for `x` (raw strings when the classifier has a preprocessor), as `classifier.predict` gives them.
 
-        Same arguments, in the same order, as `keras.Model.predict`.
-        """
+        Same arguments, in the same order, as `keras.Model.predict`; no example gives an empty result."""
         return self._predict_outputs(x, batch_size, verbose=verbose, steps=steps, callbacks=callbacks)["logits"]
 
     def embed(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """The embedding SCL contrasts (before normalisation), for `x`, as NumPy.
+        """The embedding SCL contrasts (before normalisation), for `x`, as NumPy; takes what `predict` takes.
 
-        Takes what `predict` takes; useful for plots of the embedding space
-        (the paper's Figure 2) and cluster-quality measures.
-        """
+        For plots of the embedding space (the paper's Figure 2) and cluster-quality measures."""
         return self._predict_outputs(x, batch_size, verbose=verbose, steps=steps, callbacks=callbacks)["embedding"]
 
+    def predict_labels(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """`(labels, probabilities)` for `x`, as NumPy; takes what `predict` takes.
+
+        `labels`: each example's most probable class, by name where the model has `label_names` (saving keeps
+        them), else its id; `probabilities`: every class's, shape `(examples, classes)`, in class-id order.
+
+        Example:
+
+        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2), label_names=["negative", "positive"])
+        >>> labels, probabilities = model.predict_labels(["a fine film", "a dull film"], verbose=0)
+        >>> set(labels) <= {"negative", "positive"}, probabilities.shape, bool(np.allclose(probabilities.sum(1), 1))
+        (True, (2, 2), True)
+        """
+        outputs = self.predict(x, batch_size, verbose, steps, callbacks).astype("float64")
+        probabilities = _softmax(outputs) if self._from_logits else outputs / outputs.sum(axis=-1, keepdims=True)
+        ids = probabilities.argmax(axis=-1)
+        return (np.asarray(self.label_names, dtype=object)[ids] if self.label_names else ids), probabilities
+
     def _predict_outputs(self, x, batch_size, **kwargs):
-        prepared = inputs.for_predict(self.preprocessor, x, batch_size)
+        kwargs["callbacks"] = callback_list(kwargs.get("callbacks"), "predict")
+        prepared = inputs.for_predict(self.preprocessor, x, batch_size, limits=_checks(self)["limits"])
+        if prepared.empty:  # no example: an empty result of the right shape, as NumPy
+            return {name: np.zeros((0, *tensor.shape[1:]), "float32") for name, tensor in self.output.items()}
         return self._trainer("predict", prepared)(**prepared.arguments, **kwargs)
 
     def _trainer(self, method, prepared):
@@ -616,6 +678,7 @@ class SCLClassifier(keras_hub.models.Task):
             "embedding": self.embedding,
             "memory_size": self.memory_size,
             "memory_warmup_steps": self.memory_warmup_steps,
+            "label_names": list(self.label_names) if self.label_names else None,
             "name": self.name,
             "trainable": self.trainable,
         }

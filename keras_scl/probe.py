@@ -10,8 +10,10 @@ features of a few-shot training set are small.
 
 import numpy as np
 
+from keras_scl.inputs import TokenLimits
 from keras_scl.inputs import for_predict
 from keras_scl.tapping import linear_head
+from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
 from keras_scl.validation import class_ids
@@ -59,6 +61,14 @@ def softmax_regression(features, labels, num_classes, l2=None, max_steps=5000, t
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"`labels` must be class ids in [0, {num_classes}). Received: {sorted(set(labels.tolist()))}")
+    if not len(labels):
+        raise ValueError("softmax_regression needs at least one example. Received: 0 features and labels")
+    if not np.isfinite(features).all():
+        rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        raise ValueError(
+            f"`features` hold NaN or infinite values ({len(rows)} of {len(features)} rows, the first row {rows[0]}): "
+            "an encoder whose weights diverged (a loss that went NaN) or that overflows in its dtype gives them."
+        )
     n, dim = features.shape
     l2 = 1.0 / n if l2 is None else l2
     check_number("l2", l2, low=0, low_open=True)
@@ -110,14 +120,23 @@ def fit_linear_head(classifier, x, y, l2=None, batch_size=32):
         The training accuracy of the fitted head.
     """
     features_model, head = linear_head(classifier)
-    prepared = for_predict(getattr(classifier, "preprocessor", None), x, batch_size)
+    preprocessor = getattr(classifier, "preprocessor", None)
+    prepared = for_predict(preprocessor, x, batch_size, limits=TokenLimits.of(classifier))
     if prepared.through_pipeline:
         raise ValueError(
             "A linear probe takes in-memory inputs (texts, token ids) or batches of them, not a tf.data or grain "
             f"dataset of text. Received: {type(x).__name__}"
         )
-    features = np.asarray(features_model.predict(**prepared.arguments, verbose=0), dtype=np.float64)
+    check_class_labels("y", y, head.units)
     labels = class_ids(y)
+    if prepared.empty:
+        raise ValueError("A linear probe needs at least one example. Received: `x` with 0 examples")
+    features = np.asarray(features_model.predict(**prepared.arguments, verbose=0), dtype=np.float64)
+    if len(features) != len(labels):
+        raise ValueError(
+            f"`x` and `y` of a linear probe must hold the same examples. Received: {len(features)} inputs and "
+            f"{len(labels)} labels"
+        )
     kernel, bias = softmax_regression(features, labels, head.units, l2=l2)
     head.kernel.assign(kernel)
     head.bias.assign(bias)

@@ -28,10 +28,15 @@ import math
 import keras
 import numpy as np
 
+from keras_scl import inputs
 from keras_scl.batching import ClassBalancedBatches
+from keras_scl.batching import num_examples
 from keras_scl.callbacks import BestWeights
 from keras_scl.callbacks import LinearProbe
+from keras_scl.models import SCLClassifier
+from keras_scl.validation import callback_list
 from keras_scl.validation import check_bool
+from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
 from keras_scl.validation import class_ids
@@ -114,7 +119,8 @@ def few_shot_recipe(
     >>> int(model.optimizer.iterations)
     8
     """
-    labels = class_ids(y)
+    x, labels = _checked_examples(model, x, y)
+    callbacks = callback_list(callbacks, "few_shot_recipe")
     steps = recipe_steps(len(labels), batch_size) if steps is None else steps
     check_integer("steps", steps, 1)
     check_integer("batch_size", batch_size, 1)
@@ -160,6 +166,31 @@ def few_shot_recipe(
         batches,
         epochs=evaluations,
         validation_data=validation_data,
-        callbacks=[*recipe_callbacks, *(callbacks or [])],
+        callbacks=[*recipe_callbacks, *callbacks],
         verbose=verbose,
     )
+
+
+def _checked_examples(model, x, y):
+    """`(x, class ids)` of the recipe's training examples, checked as `fit` checks them, before any work."""
+    if not isinstance(model, SCLClassifier):
+        raise TypeError(
+            "few_shot_recipe fine-tunes a keras_scl.SCLClassifier: wrap the classifier first, "
+            f"few_shot_recipe(keras_scl.SCLClassifier(classifier), x, y). Received: a {type(model).__name__}"
+        )
+    x = inputs.checked_inputs(x, model.preprocessor, inputs.TokenLimits.of(model.classifier))
+    if not inputs.is_in_memory(x):
+        raise ValueError(
+            "few_shot_recipe takes its training examples in memory (texts, sentence pairs, token ids): it draws "
+            f"class-balanced batches from them. Received: x of type {type(x).__name__}"
+        )
+    if num_examples(x) == 0:
+        raise ValueError("few_shot_recipe needs at least one training example. Received: `x` with 0 examples")
+    check_class_labels("y", y, model.classifier.output_shape[-1])
+    labels = class_ids(y)
+    if len(labels) != num_examples(x):
+        raise ValueError(
+            f"`x` and `y` of few_shot_recipe must hold the same examples. Received: {num_examples(x)} inputs and "
+            f"{len(labels)} labels"
+        )
+    return x, labels

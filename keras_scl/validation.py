@@ -8,16 +8,20 @@ import keras
 import numpy as np
 
 __all__ = [
+    "callback_list",
     "check_bool",
     "check_class_labels",
     "check_integer",
     "check_keywords",
     "check_labels",
+    "check_num_classes",
     "check_number",
     "check_one_of",
+    "check_sample_weights",
     "class_ids",
     "is_numeric_array",
     "is_one_hot",
+    "standardized_inputs",
 ]
 
 
@@ -66,6 +70,24 @@ def check_number(name, value, low=None, high=None, low_open=False, high_open=Fal
         finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value)
         kind = ("a finite number" if finite else "a number") + (" " + " and ".join(bounds) if bounds else "")
         raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+
+
+def check_num_classes(name, value):
+    """Raises a ValueError naming `name` unless `value` is a whole number >= 2: one class has nothing to tell apart.
+
+    Example:
+
+    >>> check_num_classes("num_classes", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: `num_classes` must be a whole number >= 2: a classifier of one class has nothing to tell apart. \
+Received: num_classes=1
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 2:
+        raise ValueError(
+            f"`{name}` must be a whole number >= 2: a classifier of one class has nothing to tell apart. "
+            f"Received: {name}={value!r}"
+        )
 
 
 def check_keywords(owner, keywords, allowed):
@@ -204,3 +226,168 @@ def class_ids(labels):
     if is_one_hot(labels.shape):
         return labels.argmax(axis=1)
     return labels.reshape(len(labels)).astype(np.int64)
+
+
+def check_sample_weights(name, weights, examples=None):
+    """Raises a ValueError naming `name` unless `weights` (host data) hold one finite weight >= 0 per example.
+
+    `examples`: how many weights there must be (shape `(n,)` or `(n, 1)`),
+    or `None` for any number. A NaN weight would make every weight NaN after
+    one step; a negative one ascends the loss. Backend tensors are read once,
+    on the host.
+
+    Example:
+
+    >>> check_sample_weights("sample_weight", [1.0, 0.5], examples=2)
+    >>> check_sample_weights("sample_weight", [1.0, -1.0], examples=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: `sample_weight` must hold finite weights >= 0. Received: [-1.0] (1 of 2 weights)
+    """
+    values = keras.ops.convert_to_numpy(weights) if keras.ops.is_tensor(weights) else np.asarray(weights)
+    if examples is not None and values.shape not in ((examples,), (examples, 1)):
+        raise ValueError(
+            f"`{name}` must hold one weight per example: shape ({examples},) for {examples} examples. "
+            f"Received: {name} of shape {values.shape}"
+        )
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"`{name}` must hold numbers. Received: {name} of dtype {values.dtype}")
+    values = values.astype(np.float64).reshape(-1)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        raise ValueError(
+            f"`{name}` must hold finite weights >= 0. "
+            f"Received: {sorted(set(values[bad].tolist()), key=str)[:5]} ({int(bad.sum())} of {len(values)} weights)"
+        )
+
+
+def callback_list(callbacks, owner="fit"):
+    """`callbacks` as a list: `None` is none, one `keras.callbacks.Callback` is a list of one.
+
+    Anything else that is not a list or tuple of callbacks raises a TypeError
+    naming the position and the type.
+
+    Example:
+
+    >>> history = keras.callbacks.History()
+    >>> callback_list(history) == [history], callback_list(None)
+    (True, [])
+    >>> callback_list([history, "early_stopping"])
+    Traceback (most recent call last):
+    ...
+    TypeError: `callbacks` of fit must be Keras callbacks: callbacks[1] is a str ('early_stopping').
+    """
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, keras.callbacks.CallbackList):  # Keras' own (a `fit` validating): as it is
+        return callbacks
+    if isinstance(callbacks, keras.callbacks.Callback):
+        return [callbacks]
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            f"`callbacks` of {owner} must be a Keras callback or a list of them. Received: a {type(callbacks).__name__}"
+        )
+    for position, callback in enumerate(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(
+                f"`callbacks` of {owner} must be Keras callbacks: callbacks[{position}] is a "
+                f"{type(callback).__name__} ({callback!r:.60})."
+            )
+    return list(callbacks)
+
+
+def _is_text(value):
+    return isinstance(value, (str, bytes))
+
+
+def _from_pandas(x, name):
+    """A pandas Series as an array; a DataFrame of one text column as its texts, of two as sentence pairs."""
+    if type(x).__name__ == "Series":
+        return x.to_numpy(dtype=object)
+    if type(x).__name__ == "DataFrame":
+        if x.shape[1] not in (1, 2):
+            raise ValueError(
+                f"`{name}` as a DataFrame holds one text column, or two for sentence pairs. "
+                f"Received: columns {list(x.columns)}"
+            )
+        columns = tuple(x[column].to_numpy(dtype=object) for column in x.columns)
+        return columns[0] if len(columns) == 1 else columns
+    return x
+
+
+def _checked_texts(values, name):
+    """A flat list of texts: `str` as is, UTF-8 `bytes` decoded; any other item raises, naming its position."""
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise ValueError(f"`{name}` must be a flat sequence of texts. Received: an array of shape {values.shape}")
+    texts = []
+    for position, item in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"`{name}[{position}]` is bytes that are not UTF-8 text: {item!r:.60}") from None
+        if not isinstance(item, str):
+            raise ValueError(
+                f"`{name}` must hold texts (str): `{name}[{position}]` is of type {type(item).__name__}. "
+                f"Received: {name}[{position}]={item!r:.60}"
+            )
+        texts.append(item)
+    return texts
+
+
+def _holds_text(values):
+    if isinstance(values, np.ndarray):
+        return values.dtype.kind in "US" or (values.dtype.kind == "O" and any(_is_text(v) for v in values.flat))
+    return isinstance(values, (list, tuple)) and any(_is_text(v) for v in values)
+
+
+def standardized_inputs(x, name="x"):
+    """In-memory inputs as a text classifier takes them: texts as a list, sentence pairs as a tuple of lists.
+
+    A tuple of texts, a NumPy array of texts (`str` or object) and a pandas
+    Series are texts; a tuple of two (or more) sequences of texts is sentence
+    pairs, which must have the same length; a pandas DataFrame of one or two
+    text columns is either. UTF-8 `bytes` are decoded. Anything that is not
+    text among texts (a number, `None`, undecodable bytes) raises a ValueError
+    naming its position, as do one string alone (not a list) and a list of
+    pairs (tuples). Other inputs (token ids, datasets) are returned as they
+    are.
+
+    Example:
+
+    >>> standardized_inputs(("a fine film", b"a dull film"))
+    ['a fine film', 'a dull film']
+    >>> standardized_inputs((["a premise"], ["a hypothesis", "another"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Sentence pairs need as many texts in each part: `x[0]` has 1, `x[1]` has 2.
+    >>> standardized_inputs(["a fine film", None])
+    Traceback (most recent call last):
+    ...
+    ValueError: `x` must hold texts (str): `x[1]` is of type NoneType. Received: x[1]=None
+    """
+    x = _from_pandas(x, name)
+    if isinstance(x, (str, bytes)):
+        raise ValueError(
+            f"`{name}` must be a list of texts, not one string: wrap it, {name}=[{name}]. Received: {name}={x!r:.80}"
+        )
+    if isinstance(x, list) and x and all(isinstance(item, tuple) for item in x):
+        raise ValueError(
+            "Sentence pairs go in as a tuple of two lists, (premises, hypotheses), not a list of tuples: "
+            f"{name} = tuple(map(list, zip(*pairs))). Received: {name} starting {x[0]!r:.80}"
+        )
+    if isinstance(x, tuple) and x and all(_is_text(item) for item in x):
+        return _checked_texts(x, name)
+    if isinstance(x, tuple) and x and all(isinstance(part, (list, tuple, np.ndarray)) for part in x):
+        parts = [_from_pandas(part, f"{name}[{i}]") for i, part in enumerate(x)]
+        if not any(_holds_text(part) for part in parts):
+            return x
+        parts = tuple(_checked_texts(part, f"{name}[{i}]") for i, part in enumerate(parts))
+        lengths = [len(part) for part in parts]
+        if len(set(lengths)) > 1:
+            counts = ", ".join(f"`{name}[{i}]` has {length}" for i, length in enumerate(lengths))
+            raise ValueError(f"Sentence pairs need as many texts in each part: {counts}.")
+        return parts
+    if isinstance(x, (list, np.ndarray)) and _holds_text(x):
+        return _checked_texts(x, name)
+    return x

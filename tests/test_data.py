@@ -162,14 +162,46 @@ def test_read_augmentation_reads_every_format(tmp_path, suffix):
         path.write_text(
             f"idx{separator}sentence{separator}label\n3{separator}{quoted}{separator}\n{separator}dull{separator}0\n"
         )
-    assert read_augmentation(path, ["sentence"], num_classes=2) == rows
+    # A built-in task's labels: by name, or by class id (`ids`).
+    assert read_augmentation(path, ["sentence"], label_names=("negative", "positive"), ids=True) == rows
 
 
 def test_read_augmentation_rejects_other_files(tmp_path):
     path = tmp_path / "rows.txt"
     path.write_text("x")
     with pytest.raises(HarnessFileError, match="rows.txt"):
-        read_augmentation(path, ["sentence"], num_classes=2)
+        read_augmentation(path, ["sentence"], label_names=("negative", "positive"))
+
+
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ('"1"', 0),
+        ("1", 0),
+        ('"2"', 1),
+        ('"01"', r"the label '01' is spelled '1' in the training file"),
+        ("1.0", "the label '1.0' is spelled '1'"),
+    ],
+)
+def test_augmentation_labels_are_read_as_the_training_files_labels_not_as_class_ids(tmp_path, label, expected):
+    """A file labelled 1 and 2 (ids 0 and 1): a row labelled "1" is the file's label "1", never class id 1."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text(f'{{"text": "more", "label": {label}}}\n')
+    if isinstance(expected, int):
+        assert read_augmentation(path, ["text"], label_names=("1", "2")) == [{"text": "more", "label": expected}]
+    else:
+        with pytest.raises(HarnessFileError, match=rf"rows.jsonl, line 1, column 'label': .*{expected}"):
+            read_augmentation(path, ["text"], label_names=("1", "2"))
+
+
+def test_augmentation_labels_of_a_built_in_task_are_its_names_or_its_ids(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\nfine,positive\ndull,0\n")
+    rows = read_augmentation(path, ["text"], label_names=("negative", "positive"), ids=True)
+    assert [row["label"] for row in rows] == [1, 0]
+    path.write_text("text,label\nfine,2\n")
+    with pytest.raises(HarnessFileError, match=r"'2' is not one of \['negative', 'positive'\] or a class id in range"):
+        read_augmentation(path, ["text"], label_names=("negative", "positive"), ids=True)
 
 
 def test_augmentation_rows_follow_their_source_example():

@@ -67,8 +67,6 @@ def test_few_shot_script_runs_end_to_end_and_skips_finished_runs(tmp_path, data_
         "2",
         "--top-k",
         "1",
-        "--epochs",
-        "1",
         "--steps",  # the recipe's budget: what is tested is the job end to end and the resume, not the training
         "4",
         "--validation-size",

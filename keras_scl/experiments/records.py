@@ -5,7 +5,7 @@
   (not JSON, or a record without the fields a run has) stops the reader.
 - `config.json`: the settings of the folder's runs (`read_config`).
 - augmentation rows (`read_augmentation`): the task's text columns, and
-  `idx` and/or a `label` among the task's classes.
+  `idx` and/or a `label` written as the task's labels.
 - saved models (`load_saved_classifier`): a `.keras` classifier to start from.
 
 A bad file raises `HarnessFileError` (a `ValueError`) before any run uses it.
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import keras
 
+from keras_scl.experiments.data.files import DataFileError
+from keras_scl.experiments.data.files import label_index
 from keras_scl.experiments.data.files import table_rows
 from keras_scl.experiments.settings import LOSSES
 from keras_scl.models import SCLClassifier
@@ -113,7 +115,7 @@ def _parsed_lines(path):
     except (OSError, UnicodeDecodeError) as error:
         raise HarnessFileError(f"{path}: unreadable ({error})") from None
     lines = text.split("\n")
-    runs = []
+    runs, seen = [], {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -124,6 +126,13 @@ def _parsed_lines(path):
                 return runs, line
             raise HarnessFileError(f"{path}, line {number}, is not a run record ({error}): {line[:80]!r}") from None
         _check_record(record, path, number)
+        key = tuple(record.get(field) for field in ("task", "n", "subsample", "loss", "temperature", "scl_weight"))
+        if key in seen:  # counted twice, it would weigh twice in every mean and test
+            raise HarnessFileError(
+                f"{path}, lines {seen[key]} and {number}: two records of one run ({record['task']} N={record['n']} "
+                f"subsample {record['subsample']}, {record['loss']}); keep one of them, or choose another --output."
+            )
+        seen[key] = number
         runs.append(record)
     if text and not text.endswith("\n"):  # a complete record whose newline was cut off
         return runs, ""
@@ -204,24 +213,28 @@ def read_config(path):
     return settings
 
 
-def read_augmentation(path, features, num_classes):
-    """The rows of an augmentation file, checked against a task: its text `features` and its `num_classes`.
+def read_augmentation(path, features, label_names, ids=False):
+    """The rows of an augmentation file, checked against a task: its text `features` and its labels.
 
     JSON lines (`.jsonl`) or a table with a header (`.csv`, `.tsv`). Each row
     has the task's text features, and `idx` (the training example it was
-    made from) and/or a `label` id in `range(num_classes)`; empty cells
-    count as missing.
+    made from) and/or a `label`, written as the task writes its labels: for a
+    user's file, one of its labels, spelled as there (a `"1"` is the file's
+    label `"1"`, not class id 1); with `ids` (the built-in tasks), also a
+    class id. Empty cells count as missing. Each row's `label` comes back as
+    a class id.
 
     Example:
 
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "back_translations.tsv"
-    >>> _ = path.write_text("idx\\tsentence\\n4\\ta rather fine film\\n")
-    >>> read_augmentation(path, ["sentence"], num_classes=2)
-    [{'idx': 4, 'sentence': 'a rather fine film'}]
+    >>> _ = path.write_text("idx\\tsentence\\tlabel\\n4\\ta rather fine film\\t\\n\\tfine\\t2\\n")
+    >>> read_augmentation(path, ["sentence"], label_names=["1", "2"])
+    [{'idx': 4, 'sentence': 'a rather fine film'}, {'sentence': 'fine', 'label': 1}]
     """
     path = Path(path)
     rows = []
+    index = _label_reader(path, label_names, ids)
     for number, row in table_rows(path, raises=HarnessFileError):
         for field in features:
             value = row.get(field)
@@ -231,19 +244,40 @@ def read_augmentation(path, features, num_classes):
                     f"{path}, line {number}, field {field!r}: {problem}. An augmentation row has the task's "
                     f"text columns {list(features)}, and `idx` and/or `label`."
                 )
-        for field, high in (("idx", None), ("label", num_classes)):
+        for field in ("idx", "label"):
             if row.get(field) in ("", None):
                 row.pop(field, None)
-                continue
-            value = _whole_number(row[field])
-            if value is None or (high is not None and value >= high):
-                allowed = "a whole number ≥ 0" if high is None else f"a class id in range({high})"
-                raise HarnessFileError(f"{path}, line {number}, field {field!r}: {row[field]!r} is not {allowed}.")
-            row[field] = value
+        if "idx" in row:
+            value = _whole_number(row["idx"])
+            if value is None:
+                raise HarnessFileError(f"{path}, line {number}, field 'idx': {row['idx']!r} is not a whole number ≥ 0.")
+            row["idx"] = value
+        if "label" in row:
+            row["label"] = index(row["label"], number)
         if "idx" not in row and "label" not in row:
             raise HarnessFileError(f"{path}, line {number}: an augmentation row needs an `idx` or a `label`.")
         rows.append(row)
     return rows
+
+
+def _label_reader(path, label_names, ids):
+    """`index(value, line)`: the class id of an augmentation row's label, read as the task's labels are."""
+    by_name = label_index(label_names, path, "label")
+
+    def index(value, line):
+        number = None if isinstance(value, bool) else _whole_number(value)
+        if ids and number is not None and number < len(label_names):
+            return number
+        if not isinstance(value, (bool, list, dict)):
+            try:
+                return by_name(value, line)
+            except DataFileError as error:
+                if not ids:  # a user's file: its labels, spelled as there
+                    raise HarnessFileError(str(error)) from None
+        allowed = f"one of {list(label_names)}" + (f" or a class id in range({len(label_names)})" if ids else "")
+        raise HarnessFileError(f"{path}, line {line}, field 'label': {value!r} is not {allowed}.")
+
+    return index
 
 
 def load_saved_classifier(path):

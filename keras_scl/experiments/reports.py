@@ -4,9 +4,9 @@ Accuracies are test accuracies. Each cell reports the mean ± sample standard
 deviation (ddof=1) of the `k` runs ranked best by validation accuracy (the
 paper's top 3 of 10), and the same over all runs. The p-value compares CE
 with CE+SCL over all subsamples with a two-sided paired t-test (the two
-losses train on the same subsamples from the same initial weights); the
-top-k sets are picked by outcome and differ between the losses, so they are
-not tested.
+losses train on the same subsamples from the same initial weights), beside
+the mean paired difference with its 95 % interval; the top-k sets are
+picked by outcome and differ between the losses, so they are not tested.
 """
 
 import csv
@@ -20,7 +20,9 @@ from keras_scl.views import new_figure
 from keras_scl.views import plot_embeddings
 
 __all__ = [
+    "difference_cell",
     "markdown_table",
+    "paired_difference",
     "paired_p_value",
     "plot_accuracy_vs_n",
     "select_grid",
@@ -112,6 +114,40 @@ def summarise(runs, k=3):
     return summary
 
 
+def paired_difference(runs, task, n, losses=("ce", "ce+scl"), confidence=0.95):
+    """The paired difference of test accuracy, second loss minus first, over the subsamples both ran.
+
+    Returns:
+        `{"mean", "low", "high", "p", "pairs"}`: the mean difference and its
+        `confidence` interval (Student's t over the pairs), and the two-sided
+        paired t-test p-value (`paired_p_value`); the bounds are `nan` with
+        fewer than two pairs.
+
+    Example:
+
+    >>> runs = [{"task": "t", "n": 20, "loss": loss, "subsample": s, "test_accuracy": a + (loss == "ce+scl") * d}
+    ...         for s, (a, d) in enumerate([(0.6, 0.05), (0.7, 0.04), (0.5, 0.06)]) for loss in ("ce", "ce+scl")]
+    >>> difference = paired_difference(runs, "t", 20)
+    >>> round(difference["mean"], 4), round(difference["low"], 4), round(difference["high"], 4), difference["pairs"]
+    (0.05, 0.0252, 0.0748, 3)
+    """
+    from scipy import stats
+
+    by_loss = [{} for _ in losses]
+    for run in runs:
+        if (run["task"], run["n"]) == (task, n) and run["loss"] in losses:
+            by_loss[losses.index(run["loss"])][run["subsample"]] = run["test_accuracy"]
+    shared = sorted(set(by_loss[0]) & set(by_loss[1]))
+    differences = np.array([by_loss[1][s] - by_loss[0][s] for s in shared], dtype=float)
+    mean = float(differences.mean()) if len(shared) else float("nan")
+    low = high = float("nan")
+    if len(shared) >= 2:
+        half = stats.t.ppf(0.5 + confidence / 2, len(shared) - 1) * differences.std(ddof=1) / np.sqrt(len(shared))
+        low, high = mean - half, mean + half
+    p = paired_p_value(runs, task, n, losses)
+    return {"mean": mean, "low": float(low), "high": float(high), "p": p, "pairs": len(shared)}
+
+
 def paired_p_value(runs, task, n, losses=("ce", "ce+scl")):
     """Two-sided paired t-test of test accuracy between two losses over the subsamples both ran.
 
@@ -137,6 +173,15 @@ def paired_p_value(runs, task, n, losses=("ce", "ce+scl")):
     if np.all(differences == differences[0]):
         return 1.0 if differences[0] == 0 else 0.0
     return float(stats.ttest_rel([by_loss[1][s] for s in shared], [by_loss[0][s] for s in shared]).pvalue)
+
+
+def difference_cell(difference):
+    """A paired difference as a table cell, in points: `+1.2 [-0.5, +2.9]`; `–` without pairs."""
+    if math.isnan(difference["mean"]):
+        return "–"
+    if math.isnan(difference["low"]):
+        return f"{100 * difference['mean']:+.1f}"
+    return f"{100 * difference['mean']:+.1f} [{100 * difference['low']:+.1f}, {100 * difference['high']:+.1f}]"
 
 
 def _cell(mean, std):
@@ -170,7 +215,9 @@ def markdown_table(runs, k=3):
                     cells.append(_cell(row[f"{field}_mean"], row[f"{field}_std"]) if row else "–")
                 lines.append(f"| {n} | {loss.upper()} | " + " | ".join(cells) + " |")
             if field == "all" and len(losses) == 2:
-                values = [paired_p_value(runs, task, n) for task in tasks]
+                differences = [paired_difference(runs, task, n) for task in tasks]
+                lines.append(f"| {n} | CE+SCL − CE (95 % CI) | " + " | ".join(map(difference_cell, differences)) + " |")
+                values = [difference["p"] for difference in differences]
                 lines.append(
                     f"| {n} | p (paired t) | " + " | ".join("–" if math.isnan(p) else f"{p:.3g}" for p in values) + " |"
                 )

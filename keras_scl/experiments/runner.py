@@ -62,13 +62,18 @@ __all__ = [
     "LOSSES",
     "ExperimentConfig",
     "FolderConflict",
+    "augmentation_rows",
+    "compiled_model",
+    "data_fingerprints",
     "derived_seed",
     "experiment_splits",
     "load_experiment_task",
+    "new_classifier",
     "read_runs",
     "record_key",
     "run_experiment",
     "run_key",
+    "train_model",
 ]
 
 LOCK_FILE = ".lock"
@@ -172,6 +177,72 @@ def _check_resumable(config, output):
     path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
 
+def new_classifier(config, task, loss):
+    """`(classifier, description)`: the classifier a run of `loss` starts from, with its preprocessor.
+
+    The encoder named by `config` (for the few-shot recipe, with a
+    mean-pooled head on its sentence embedding), or the saved classifier of
+    `init_from`. Draws its random weights from Keras' global seed.
+    """
+    source = config.init_from.format(loss=loss) if config.init_from else config.encoder
+    if config.init_from:
+        classifier = load_saved_classifier(source)
+        description = f"{type(classifier.backbone).__name__} from {source}"
+        classifier.preprocessor.sequence_length = config.sequence_length
+    else:
+        classifier, description = text_classifier(
+            source,
+            task.spec.num_classes,
+            sequence_length=config.sequence_length,
+            texts=np.concatenate(task.train.texts).tolist(),
+        )
+        if config.recipe == "few_shot":  # the head on the sentence embedding
+            classifier = MeanPooledTextClassifier(
+                classifier.backbone, task.spec.num_classes, preprocessor=classifier.preprocessor
+            )
+            description += ", mean-pooled head"
+    num_outputs = classifier.output_shape[-1]
+    if num_outputs != task.spec.num_classes:
+        raise HarnessFileError(
+            f"{source} predicts {num_outputs} classes; task {task.name} has {task.spec.num_classes}."
+        )
+    return classifier, description
+
+
+def compiled_model(config, classifier, temperature=None, scl_weight=None, label_names=None):
+    """The `SCLClassifier` of a run: λ `scl_weight` (0 for CE), SCL at τ `temperature`, compiled."""
+    few_shot = config.recipe == "few_shot"
+    model = SCLClassifier(
+        classifier,
+        scl_weight=scl_weight or 0.0,
+        embedding="mean" if few_shot and not config.init_from else "cls",
+        label_names=label_names,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
+        loss=SupervisedContrastiveLoss(temperature=temperature or config.temperature[0]),
+        metrics=["sparse_categorical_accuracy"],
+    )
+    return model
+
+
+def train_model(config, model, x, y, validation=None, verbose=0):
+    """Trains `model` by the experiment's recipe; returns `fit`'s `History`."""
+    if config.recipe == "few_shot":
+        return few_shot_recipe(
+            model,
+            x,
+            y,
+            validation_data=validation,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            verbose=verbose,
+        )
+    return model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, verbose=verbose)
+
+
 class _TaskRunner:
     """Trains and evaluates the runs of one task: tokenises once, restores the initial weights per run."""
 
@@ -190,27 +261,7 @@ class _TaskRunner:
             # The random head (and a random encoder) are drawn from the seed and the task alone: the same
             # initial weights in every process, whatever ran before.
             keras.utils.set_random_seed(derived_seed(self.config.seed, self.task.name, "initial weights"))
-            if self.config.init_from:
-                classifier = load_saved_classifier(source)
-                description = f"{type(classifier.backbone).__name__} from {source}"
-                classifier.preprocessor.sequence_length = self.config.sequence_length
-            else:
-                classifier, description = text_classifier(
-                    source,
-                    self.task.spec.num_classes,
-                    sequence_length=self.config.sequence_length,
-                    texts=np.concatenate(self.task.train.texts).tolist(),
-                )
-                if self.config.recipe == "few_shot":  # the head on the sentence embedding
-                    classifier = MeanPooledTextClassifier(
-                        classifier.backbone, self.task.spec.num_classes, preprocessor=classifier.preprocessor
-                    )
-                    description += ", mean-pooled head"
-            num_outputs = classifier.output_shape[-1]
-            if num_outputs != self.task.spec.num_classes:
-                raise HarnessFileError(
-                    f"{source} predicts {num_outputs} classes; task {self.task.name} has {self.task.spec.num_classes}."
-                )
+            classifier, description = new_classifier(self.config, self.task, loss)
             preprocessor = classifier.preprocessor
             # Training and evaluation see token ids, tokenised once per task.
             classifier.preprocessor = None
@@ -234,33 +285,15 @@ class _TaskRunner:
         generators = [variable for variable in classifier.variables if variable.name == "seed_generator_state"]
         for number, state in enumerate(generators):
             state.assign(np.array([derived_seed(seed, number), 0], dtype=keras.backend.standardize_dtype(state.dtype)))
-        few_shot = config.recipe == "few_shot"
-        model = SCLClassifier(
-            classifier, scl_weight=scl_weight or 0.0, embedding="mean" if few_shot and not config.init_from else "cls"
-        )
-        model.compile(
-            optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
-            loss=SupervisedContrastiveLoss(temperature=temperature or config.temperature[0]),
-            metrics=["sparse_categorical_accuracy"],
-        )
+        model = compiled_model(config, classifier, temperature, scl_weight)
         features, labels = train
         start = time.perf_counter()
-        if few_shot:
-            history = few_shot_recipe(
-                model,
-                features,
-                labels,
-                validation_data=validation,
-                steps=config.steps,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                weight_decay=config.weight_decay,
-            )
-            steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-        else:
-            history = model.fit(features, labels, batch_size=config.batch_size, epochs=config.epochs, verbose=0)
-            steps = config.epochs * -(-len(labels) // config.batch_size)
+        history = train_model(config, model, features, labels, validation)
         train_seconds = time.perf_counter() - start
+        steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        # The examples the steps saw: the recipe's batches are never larger than the training set.
+        few_shot = config.recipe == "few_shot"
+        seen = steps * min(config.batch_size, len(labels)) if few_shot else config.epochs * len(labels)
         record = {
             "task": self.task.name,
             "n": n,
@@ -272,7 +305,7 @@ class _TaskRunner:
             "train_examples": len(labels),
             "train_steps": steps,
             "train_seconds": round(train_seconds, 2),
-            "examples_per_second": round(steps * config.batch_size / train_seconds, 1),
+            "examples_per_second": round(seen / train_seconds, 1),
             **{f"final_{name}": round(float(values[-1]), 5) for name, values in history.history.items()},
         }
         for split, (split_features, split_labels) in (("val", validation), ("test", test)):
@@ -303,17 +336,21 @@ def run_experiment(config, output, progress=True):
         The list of run records (dicts), old and new.
     """
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError("output", f"{output} is a file, not a folder: choose another output folder.")
+    fingerprints = data_fingerprints(config)
     created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
     try:
         with _folder_lock(output):
             repair_runs(output / RUNS_FILE)
+            _check_same_data(output, config, fingerprints)
             _check_resumable(config, output)
             previous_policy = keras.config.dtype_policy()
             if config.dtype_policy:
                 keras.config.set_dtype_policy(config.dtype_policy)
             try:
-                _run_plan(config, output, progress)
+                _run_plan(config, output, progress, fingerprints)
             finally:
                 keras.config.set_dtype_policy(previous_policy)
             return read_runs(output)
@@ -350,7 +387,7 @@ def load_experiment_task(config, task_name):
     return load_task(task_name, data_dir=config.data_dir)
 
 
-def _run_plan(config, output, progress):
+def _run_plan(config, output, progress, fingerprints=None):
     done = {record_key(run, config) for run in read_runs(output)}
     plan = _plan(config)
     todo = [item for item in plan if run_key(*item[:3], *item[3]) not in done]
@@ -361,7 +398,7 @@ def _run_plan(config, output, progress):
         task = load_experiment_task(config, task_name)
         sizes = dict.fromkeys(n for name, n, *_ in todo if name == task_name)
         tasks[task_name] = (task, experiment_splits(task, config, sizes))
-    augmentation = {name: _augmentation(config, task) for name, (task, _) in tasks.items()}
+    augmentation = {name: augmentation_rows(config, task) for name, (task, _) in tasks.items()}
     if config.save_models and (output / "models").exists() and not (output / "models").is_dir():
         message = f"{output / 'models'} is a file: the saved models go into a folder of that name."
         raise ConfigError("save_models", message)
@@ -376,16 +413,16 @@ def _run_plan(config, output, progress):
     bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
     for task_name, (_, splits) in tasks.items():
         task_todo = [item for item in todo if item[0] == task_name]
-        _run_task(runners[task_name], config, task_todo, splits, augmentation[task_name], output, bar)
+        _run_task(runners[task_name], config, task_todo, splits, augmentation[task_name], output, bar, fingerprints)
     bar.close()
 
 
-def _augmentation(config, task):
+def augmentation_rows(config, task):
     """The augmentation rows for `task`, read and checked against it (`ConfigError` naming the file's line)."""
     if not config.augmentation:
         return None
     try:
-        return read_augmentation(config.augmentation, task.spec.features, task.spec.num_classes)
+        return read_augmentation(config.augmentation, task.spec.features, task.spec.labels, ids=not config.train_file)
     except HarnessFileError as error:
         raise ConfigError("augmentation", f"{error} (task {task.name})") from None
 
@@ -416,7 +453,7 @@ def experiment_splits(task, config, sizes):
     return splits
 
 
-def _run_task(runner, config, todo, splits, augmentation, output, bar):
+def _run_task(runner, config, todo, splits, augmentation, output, bar, fingerprints=None):
     task = runner.task
     sizes = dict.fromkeys(n for _, n, _, _ in todo)
     any_split = next(iter(splits.values()))
@@ -439,6 +476,11 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar):
     }
     bar.set_description(task.name)
     bar.write(f"{task.name}: {encoder['encoder']}; {len(todo)} runs to go")
+    if task.test_rows_in_train:
+        bar.write(
+            f"{task.name}: {task.test_rows_in_train} test rows also stand in the training rows (the same text): "
+            f"left out of the test set, which keeps {len(task.evaluation)}"
+        )
     for _, n, subsample, variant in todo:
         features, labels, changes = _training_set(
             task, train_features, splits[n].train[subsample], config, subsample, augmentation, preprocessor
@@ -447,7 +489,7 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar):
         record, embeddings = runner.run(
             variant, n, subsample, (features, labels), evaluation["val"], evaluation["test"], keep_embeddings
         )
-        record.update(changes)
+        record.update(changes, test_rows_in_train=task.test_rows_in_train, data_fingerprints=fingerprints or {})
         if embeddings is not None:
             folder = output / "embeddings"
             folder.mkdir(exist_ok=True)
@@ -460,6 +502,33 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar):
         append_run(output / RUNS_FILE, record)
         bar.set_postfix(N=n, subsample=subsample, loss=variant[0], test=f"{record['test_accuracy']:.3f}")
         bar.update()
+
+
+def data_fingerprints(config):
+    """`{field: the first 16 hex digits of a SHA-256 of its bytes}` of the experiment's data files.
+
+    The training and test files and the augmentation rows: what a folder's
+    runs were computed from, recorded with each run and checked on resume.
+    """
+    fingerprints = {}
+    for field in ("train_file", "test_file", "augmentation"):
+        path = getattr(config, field)
+        if path and Path(path).is_file():
+            fingerprints[field] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return fingerprints
+
+
+def _check_same_data(output, config, fingerprints):
+    """Refuses to add runs on data files that changed since the folder's runs were made: a table would mix both."""
+    for run in read_runs(output):
+        recorded = run.get("data_fingerprints") or {}
+        for field, fingerprint in fingerprints.items():
+            if field in recorded and recorded[field] != fingerprint:
+                raise FolderConflict(
+                    f"{getattr(config, field)} has changed since the runs in {output} were made from it (data "
+                    f"fingerprint {recorded[field]}, now {fingerprint}): a resume would mix runs of both versions in "
+                    "one table. Choose a new --output for the changed data, or restore the file."
+                )
 
 
 def _fingerprint(backbone):

@@ -23,6 +23,7 @@ __all__ = [
     "LOSSES",
     "NAMED_ENCODERS",
     "RECIPES",
+    "RECIPE_IGNORES",
     "ConfigError",
     "ExperimentConfig",
 ]
@@ -31,6 +32,9 @@ LOSSES = ("ce", "ce+scl")
 # "few_shot": `keras_scl.few_shot_recipe` on a mean-pooled head and SCL on the mean (the library's
 # default); "paper": the paper's fine-tuning (epochs, the start token, the classifier's own head).
 RECIPES = ("few_shot", "paper")
+# The setting each recipe does not read: given, it is refused rather than recorded.
+RECIPE_IGNORES = {"few_shot": "epochs", "paper": "steps"}
+PAPER_EPOCHS = 10
 # The encoders the install brings (or builds) itself: with one of them, the embedded default runs.
 NAMED_ENCODERS = ("embedded", "minilm", "tiny")
 # The embedded default: the shipped `keras_scl_mini` tasks, small enough for a 2-core machine in
@@ -154,11 +158,23 @@ def _check_grid(field, check, *args, **kwargs):
 def _check_recipe(config):
     if config.recipe not in RECIPES:
         raise ConfigError("recipe", f"`recipe` must be one of {RECIPES}. Received: recipe={config.recipe!r}")
-    if config.steps is not None:
-        try:
-            check_integer("steps", config.steps, 1)
-        except ValueError as error:
-            raise ConfigError("steps", str(error)) from None
+    for field in ("steps", "epochs"):
+        if getattr(config, field) is not None:
+            try:
+                check_integer(field, getattr(config, field), 1)
+            except ValueError as error:
+                raise ConfigError(field, str(error)) from None
+    # A setting the recipe does not read would be recorded as if it had shaped the runs.
+    ignored = RECIPE_IGNORES[config.recipe]
+    if getattr(config, ignored) is not None:
+        reads = "a step budget (steps)" if config.recipe == "few_shot" else "epochs"
+        raise ConfigError(
+            ignored,
+            f"`{ignored}` is not a setting of the {config.recipe} recipe, which trains for {reads}. "
+            f"Received: {ignored}={getattr(config, ignored)!r}",
+        )
+    if config.recipe == "paper" and config.epochs is None:
+        config.epochs = PAPER_EPOCHS
     if config.per_class and config.balanced:
         raise ConfigError("balanced", "`balanced` and `per_class` exclude each other.")
 
@@ -176,6 +192,12 @@ def _check_data_files(config):
         value = getattr(config, field)
         if field == "text_columns" and (not value or len(value) > 2):
             raise ConfigError(field, f"`text_columns` names one column, or two for pairs. Received: {list(value)}")
+    if config.label_column in config.text_columns:
+        raise ConfigError(
+            "label_column",
+            f"`label_column` {config.label_column!r} is also a text column {list(config.text_columns)}: the model "
+            "would read the answer in its input.",
+        )
     try:
         columns = (config.text_columns, config.label_column)
         task = file_task(config.train_file, config.test_file, *columns, seed=config.seed)
@@ -231,10 +253,17 @@ def _check_dtype_policy(config):
     import keras
 
     try:
-        keras.dtype_policies.get(config.dtype_policy)
+        policy = keras.dtype_policies.get(config.dtype_policy)
     except (ValueError, TypeError) as error:
         message = f"`dtype_policy` {config.dtype_policy!r} is not a Keras dtype policy: {error}"
         raise ConfigError("dtype_policy", message) from None
+    if policy.variable_dtype in ("float16", "bfloat16"):
+        raise ConfigError(
+            "dtype_policy",
+            f"`dtype_policy` {config.dtype_policy!r} keeps the weights in {policy.variable_dtype}, where steps of a "
+            "fine-tuning learning rate round away to nothing: use 'mixed_bfloat16' or 'mixed_float16' (float32 "
+            "weights, half-precision compute).",
+        )
 
 
 _CHECKS = (
@@ -246,7 +275,6 @@ _CHECKS = (
     _check_grid("temperature", check_number, low=0, low_open=True),
     _check_grid("scl_weight", check_number, low=0, high=1),
     _check_recipe,
-    _field("epochs", check_integer, 1),
     _field("batch_size", check_integer, 1),
     _field("learning_rate", check_number, low=0, low_open=True),
     _field("weight_decay", check_number, low=0),
@@ -280,8 +308,10 @@ class ExperimentConfig:
             with warm-up, the best validation checkpoint; head and SCL on the
             mean-pooled sentence embedding).
         steps: The few-shot recipe's step budget; `None`:
-            `keras_scl.recipe.recipe_steps(N)`.
-        epochs: Training epochs per run (the paper's recipe).
+            `keras_scl.recipe.recipe_steps(N)`. Refused under the paper's
+            recipe, which does not read it.
+        epochs: Training epochs per run of the paper's recipe; `None`: 10.
+            Refused under the few-shot recipe, which does not read it.
         batch_size: Training batch size.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -319,7 +349,7 @@ class ExperimentConfig:
     scl_weight: tuple = (0.9,)
     recipe: str = "paper"
     steps: int = None
-    epochs: int = 10
+    epochs: int = None
     batch_size: int = 16
     learning_rate: float = 1e-5
     weight_decay: float = 0.01
@@ -374,4 +404,6 @@ class ExperimentConfig:
         return tuple((temperature, scl_weight) for temperature in self.temperature for scl_weight in self.scl_weight)
 
     def defining(self):
-        return {key: value for key, value in dataclasses.asdict(self).items() if key not in self.PLAN_FIELDS}
+        """The settings a finished run depends on (not the plan, nor the setting its recipe does not read)."""
+        skipped = {*self.PLAN_FIELDS, RECIPE_IGNORES.get(self.recipe)}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in skipped}

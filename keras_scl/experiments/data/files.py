@@ -1,16 +1,24 @@
-"""The user's own labelled data: a CSV, TSV or JSON-lines file as a few-shot task.
+"""The user's own labelled data: a CSV, TSV or JSON-lines file as a few-shot task, read without changing it.
 
 `read_labelled_file(path, text_columns, label_column)` reads the rows,
 checks them (every error names the file, the line and the column) and maps
 the labels to ids in sorted order: numbers by value (`"2"`, `"10"`, in a
-CSV), text by its characters. `file_task(...)` makes a `Task` of one or two
-files: with a test file, that file is the test set; without, a stratified,
-seeded fraction of the training file is.
+CSV), text by its characters. Nothing is changed silently: two columns of
+one name, two spellings of one label (`"1"` and `"01"`, `1` and `1.0`,
+`"pos"` and `" pos"`, `"Pos"` and `"pos"`) and a label column that is also
+a text column are refused by name. `file_task(...)` makes a `Task` of one or
+two files: with a test file, that file is the test set; without, a
+stratified, seeded fraction of the training file is. Test rows whose text
+(whitespace aside) also stands in the training rows are left out of the test
+set and counted (`Task.test_rows_in_train`).
 """
 
 import csv
 import dataclasses
+import decimal
 import json
+import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +27,16 @@ from keras_scl.experiments.data.tasks import Examples
 from keras_scl.experiments.data.tasks import Task
 from keras_scl.experiments.data.tasks import TaskSpec
 
-__all__ = ["FORMATS", "DataFileError", "LabelledRows", "file_task", "read_labelled_file", "table_rows"]
+__all__ = [
+    "FORMATS",
+    "DataFileError",
+    "LabelledRows",
+    "file_task",
+    "label_key",
+    "read_labelled_file",
+    "table_rows",
+    "text_key",
+]
 
 FORMATS = (".csv", ".tsv", ".jsonl")
 
@@ -62,9 +79,11 @@ def table_rows(path, raises=DataFileError):
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line)
+                        row = json.loads(line, object_pairs_hook=_unique_keys)
                     except json.JSONDecodeError as error:
                         raise raises(f"{path}, line {number}: not a JSON object ({error.msg})") from None
+                    except _DuplicateKey as error:
+                        raise raises(f"{path}, line {number}: the key {error.key!r} twice in one object") from None
                     if not isinstance(row, dict):
                         raise raises(f"{path}, line {number}: not a JSON object. Received: {line.strip()[:80]}")
                     rows.append((number, row))
@@ -72,6 +91,7 @@ def table_rows(path, raises=DataFileError):
             reader = csv.DictReader(file, delimiter="\t" if suffix == ".tsv" else ",", strict=True)
             rows = []
             try:
+                _check_header(reader.fieldnames or [], path, raises)
                 for row in reader:
                     if None in row:  # more cells than the header has columns
                         raise raises(
@@ -90,13 +110,68 @@ def table_rows(path, raises=DataFileError):
         raise raises(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-def _label_order(values):
-    """The distinct labels in sorted order: numerically where they all are integers."""
-    distinct = set(values)
+class _DuplicateKey(ValueError):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs):
+    """A JSON object's pairs as a dict; a key given twice raises (`json` would keep the last one)."""
+    row = {}
+    for key, value in pairs:
+        if key in row:
+            raise _DuplicateKey(key)
+        row[key] = value
+    return row
+
+
+def _check_header(names, path, raises):
+    """Two columns of one name are refused: a reader would keep the last one's cells without a word."""
+    first = {}
+    for position, name in enumerate(names, start=1):
+        if name in first:
+            raise raises(
+                f"{path}, line 1: columns {first[name]} and {position} are both named {name!r}; rename one of them"
+            )
+        first[name] = position
+
+
+def label_key(label):
+    """What makes two spellings one label: numbers by value (`"01"`, `"1.0"`), text by its letters and words.
+
+    Example:
+
+    >>> label_key("01") == label_key("1.0") == label_key(1), label_key(" Pos") == label_key("pos")
+    (True, True)
+    """
+    text = unicodedata.normalize("NFKC", str(label)).strip()
     try:
-        return tuple(sorted(distinct, key=lambda value: int(value)))
-    except (TypeError, ValueError):
-        return tuple(sorted(distinct, key=str))
+        number = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        number = None
+    if number is not None and number.is_finite():
+        return ("number", number)
+    return ("text", " ".join(text.casefold().split()))
+
+
+def _label_order(names):
+    """The distinct labels in sorted order: by value where they all are numbers, else by their characters."""
+    keys = {name: label_key(name) for name in set(names)}
+    if all(kind == "number" for kind, _ in keys.values()):
+        return tuple(sorted(keys, key=lambda name: keys[name][1]))
+    return tuple(sorted(keys, key=str))
+
+
+def text_key(texts):
+    """A row's text(s) with whitespace runs as one space and none around: what counts as the same text.
+
+    Example:
+
+    >>> text_key(("a  fine\tfilm ",)) == text_key(("a fine film",))
+    True
+    """
+    return tuple(" ".join(str(text).split()) for text in texts)
 
 
 def read_labelled_file(path, text_columns=("text",), label_column="label", label_names=None):
@@ -131,6 +206,11 @@ def read_labelled_file(path, text_columns=("text",), label_column="label", label
     """
     path = Path(path)
     text_columns = tuple(text_columns)
+    if label_column in text_columns:
+        raise DataFileError(
+            f"{path}: the label column {label_column!r} is also a text column {list(text_columns)}: the model "
+            "would read the answer in its input"
+        )
     rows = table_rows(path)
     if not rows:
         raise DataFileError(f"{path}: no rows")
@@ -149,21 +229,52 @@ def read_labelled_file(path, text_columns=("text",), label_column="label", label
         label = row[label_column]
         if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (list, dict, bool)):
             raise DataFileError(f"{path}, line {number}, column {label_column!r}: no label. Received: {label!r}")
-        labels.append(str(label).strip())
-    order = tuple(label_names) if label_names is not None else _label_order(labels)
-    index = {name: i for i, name in enumerate(order)}
-    for (number, _), label in zip(rows, labels, strict=True):
-        if label not in index:
-            raise DataFileError(
-                f"{path}, line {number}, column {label_column!r}: the label {label!r} is not among the training "
-                f"file's labels {list(order)}"
-            )
+        labels.append(str(label))
+    names = _label_names(labels, [number for number, _ in rows], path, label_column)
+    order = tuple(label_names) if label_names is not None else _label_order(names)
+    index = label_index(order, path, label_column)
+    lines = [number for number, _ in rows]
     return LabelledRows(
         texts=tuple(np.array(values, dtype=object) for values in texts),
-        labels=np.array([index[label] for label in labels], dtype=np.int64),
+        labels=np.array([index(name, line) for name, line in zip(names, lines, strict=True)], dtype=np.int64),
         label_names=order,
-        lines=np.array([number for number, _ in rows], dtype=np.int64),
+        lines=np.array(lines, dtype=np.int64),
     )
+
+
+def _label_names(spellings, lines, path, column):
+    """Each row's label name (its spelling, spaces around it dropped); two spellings of one label are refused."""
+    first = {}
+    for spelling, line in zip(spellings, lines, strict=True):
+        seen = first.setdefault(label_key(spelling), (spelling, line))
+        if seen[0] != spelling:
+            raise DataFileError(
+                f"{path}, column {column!r}: the labels {seen[0]!r} (line {seen[1]}) and {spelling!r} (line {line}) "
+                "differ only in spelling; write each label one way"
+            )
+    return [spelling.strip() for spelling in spellings]
+
+
+def label_index(label_names, path, column):
+    """`index(name, line)`: the id of a label among `label_names`, spelled as they are; else a `DataFileError`.
+
+    A spelling of a known label other than its own (`"01"` for `"1"`) is
+    named as such; a label that is no known label, as that.
+    """
+    ids = {name: i for i, name in enumerate(label_names)}
+    by_key = {label_key(name): name for name in label_names}
+
+    def index(name, line):
+        name = str(name).strip()
+        if name in ids:
+            return ids[name]
+        where = f"{path}, line {line}, column {column!r}"
+        known = by_key.get(label_key(name))
+        if known is not None:
+            raise DataFileError(f"{where}: the label {name!r} is spelled {known!r} in the training file; write it so")
+        raise DataFileError(f"{where}: the label {name!r} is not among the training file's labels {list(label_names)}")
+
+    return index
 
 
 def _stratified_split(labels, fraction, seed):
@@ -194,6 +305,8 @@ def file_task(train, test=None, text_columns=("text",), label_column="label", te
         A `Task` named after the training file (`file:reviews` for
         `reviews.csv`).
     """
+    if test is not None and _same_file(train, test):
+        raise DataFileError(f"{test}: the test file is the training file {train}; its accuracy would be a training one")
     rows = read_labelled_file(train, text_columns, label_column)
     if len(rows.label_names) < 2:
         raise DataFileError(f"{train}, column {label_column!r}: one label only ({rows.label_names[0]!r}); two or more")
@@ -201,8 +314,25 @@ def file_task(train, test=None, text_columns=("text",), label_column="label", te
     examples = Examples(rows.texts, rows.labels, rows.lines)
     if test is not None:
         test_rows = read_labelled_file(test, text_columns, label_column, label_names=rows.label_names)
-        evaluation = Examples(test_rows.texts, test_rows.labels, test_rows.lines)
-        return Task(f"file:{Path(train).stem}", spec, examples, evaluation)
-    held_out = _stratified_split(rows.labels, test_fraction, seed)
-    kept = np.setdiff1d(np.arange(len(rows.labels)), held_out)
-    return Task(f"file:{Path(train).stem}", spec, examples.take(kept), examples.take(held_out))
+        train_part, evaluation = examples, Examples(test_rows.texts, test_rows.labels, test_rows.lines)
+    else:
+        held_out = _stratified_split(rows.labels, test_fraction, seed)
+        kept = np.setdiff1d(np.arange(len(rows.labels)), held_out)
+        train_part, evaluation = examples.take(kept), examples.take(held_out)
+    # A test row whose text also stands in the training rows would be scored on what was trained on.
+    seen = {text_key(row) for row in zip(*train_part.texts, strict=True)}
+    unseen = np.array([text_key(row) not in seen for row in zip(*evaluation.texts, strict=True)], dtype=bool)
+    if not unseen.any():
+        raise DataFileError(
+            f"{test or train}: every one of the {len(unseen)} test rows also stands in the training rows: "
+            "no test set is left"
+        )
+    name = f"file:{Path(train).stem}"
+    return Task(name, spec, train_part, evaluation.take(np.flatnonzero(unseen)), int((~unseen).sum()))
+
+
+def _same_file(first, second):
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist: the reader names it
+        return False

@@ -84,12 +84,17 @@ class Examples:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A loaded task: its name, spec, training split and evaluation split."""
+    """A loaded task: its name, spec, training split and evaluation split.
+
+    `test_rows_in_train`: evaluation rows left out because their text also
+    stands in the training split (a user's files; 0 for the built-in tasks).
+    """
 
     name: str
     spec: TaskSpec
     train: Examples
     evaluation: Examples
+    test_rows_in_train: int = 0
 
 
 def task_spec(name):
