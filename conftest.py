@@ -20,6 +20,7 @@ HARNESS = (
     "tests/test_examples.py",
     "tests/test_experiments.py",
     "tests/test_files.py",
+    "tests/test_final_model.py",
     "tests/test_grid.py",
     "tests/test_offline.py",
     "tests/test_reruns.py",

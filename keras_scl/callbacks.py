@@ -425,7 +425,8 @@ class BestWeights(keras.callbacks.Callback):
     from (e.g. a `LinearProbe`'s head, listed before it), so that a run that
     only overfits ends where it started. Ties keep the earlier weights (fewer
     steps). The best epoch is `best_epoch` (`-1`: the start) and logged. An
-    epoch whose training loss is not finite (a diverged run) is never kept.
+    epoch whose training loss or weights are not finite (a diverged run) is
+    never kept, nor refitted on.
 
     With `refit=(x, y)`, each epoch's weights are also judged with the head
     fitted again on their encoder's features of `x` (`fit_linear_head`: what
@@ -496,10 +497,14 @@ class BestWeights(keras.callbacks.Callback):
         return self._value(results, prefix="val_" if self.monitor.startswith("val_") else "")
 
     def _judge_refitted_head(self, epoch):
+        from keras_scl.probe import NonFiniteFeatures
         from keras_scl.probe import fit_linear_head
 
         trained = self._head.get_weights()
-        fit_linear_head(getattr(self.model, "classifier", self.model), *self.refit)
+        try:
+            fit_linear_head(getattr(self.model, "classifier", self.model), *self.refit)
+        except NonFiniteFeatures:  # an encoder that overflows: no head can be fitted on it, nor kept
+            return
         value = self._evaluate()
         if self._better(value):
             self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, True, self.model.get_weights()
@@ -525,8 +530,12 @@ class BestWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = self._value(logs or {})
-        loss = (logs or {}).get("loss")
-        diverged = loss is not None and not math.isfinite(float(loss))
+        # Diverged: a loss (training or validation) that is not finite, or weights its last step made so (read a
+        # variable at a time, once an epoch). Its accuracy can look fine: argmax of NaN logits is class 0.
+        losses = [float(v) for k, v in (logs or {}).items() if k.endswith("loss") and isinstance(v, (int, float))]
+        diverged = not all(math.isfinite(loss) for loss in losses) or not all(
+            np.isfinite(keras.ops.convert_to_numpy(variable)).all() for variable in self.model.trainable_variables
+        )
         if not diverged and self._better(value):  # the trained head first: on a tie it is kept
             self.best, self.best_epoch, self.best_refit, self._weights = value, epoch, False, self.model.get_weights()
         if self.refit is not None and not diverged:  # a diverged encoder's features cannot be refitted on

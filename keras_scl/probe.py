@@ -18,7 +18,11 @@ from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
 from keras_scl.validation import class_ids
 
-__all__ = ["fit_linear_head", "softmax_regression"]
+__all__ = ["NonFiniteFeatures", "fit_linear_head", "softmax_regression"]
+
+
+class NonFiniteFeatures(ValueError):
+    """Features with NaN or infinite values: an encoder whose weights diverged, or that overflows in its dtype."""
 
 
 def softmax_regression(features, labels, num_classes, l2=None, max_steps=5000, tolerance=1e-7):
@@ -65,7 +69,7 @@ def softmax_regression(features, labels, num_classes, l2=None, max_steps=5000, t
         raise ValueError("softmax_regression needs at least one example. Received: 0 features and labels")
     if not np.isfinite(features).all():
         rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
-        raise ValueError(
+        raise NonFiniteFeatures(
             f"`features` hold NaN or infinite values ({len(rows)} of {len(features)} rows, the first row {rows[0]}): "
             "an encoder whose weights diverged (a loss that went NaN) or that overflows in its dtype gives them."
         )

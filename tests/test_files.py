@@ -155,3 +155,143 @@ def test_files_and_tasks_exclude_each_other(tmp_path):
     train = write(tmp_path / "reviews.csv", reviews())
     with pytest.raises(ValueError, match="`tasks` and `train_file` exclude each other"):
         ExperimentConfig(train_file=str(train), tasks=("sst2",), encoder="tiny")
+
+
+# --- A reader that never changes the data ----------------------------------------------------
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("d.csv", "text,label,text\na,x,b\n", r"d.csv, line 1: columns 1 and 3 are both named 'text'"),
+        ("d.tsv", "label\ttext\tlabel\nx\ta\ty\n", r"d.tsv, line 1: columns 1 and 3 are both named 'label'"),
+        (
+            "d.jsonl",
+            '{"text": "a", "label": "x"}\n{"text": "b", "label": "y", "text": "c"}\n',
+            r"line 2: the key 'text'",
+        ),
+    ],
+    ids=["csv", "tsv", "jsonl"],
+)
+def test_two_columns_of_one_name_are_refused_naming_both(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataFileError, match=message):
+        read_labelled_file(path)
+
+
+@pytest.mark.parametrize(
+    "name, rows, message",
+    [
+        ("d.csv", [("a", "1"), ("b", "01"), ("c", "2")], r"the labels '1' \(line 2\) and '01' \(line 3\) differ only"),
+        ("d.jsonl", [("a", 1), ("b", 2), ("c", 1.0)], r"the labels '1' \(line 1\) and '1.0' \(line 3\) differ only"),
+        ("d.csv", [("a", "pos"), ("b", " pos"), ("c", "neg")], r"the labels 'pos' \(line 2\) and ' pos' \(line 3\)"),
+        ("d.csv", [("a", "Pos"), ("b", "neg"), ("c", "pos")], r"the labels 'Pos' \(line 2\) and 'pos' \(line 4\)"),
+    ],
+    ids=["leading_zero", "json_float", "surrounding_space", "case"],
+)
+def test_two_spellings_of_one_label_are_refused_naming_both_and_their_lines(tmp_path, name, rows, message):
+    with pytest.raises(DataFileError, match=message):
+        read_labelled_file(write(tmp_path / name, rows))
+
+
+def test_one_spelling_throughout_is_one_label_spaces_around_it_aside(tmp_path):
+    rows = read_labelled_file(write(tmp_path / "d.csv", [("a", " 10"), ("b", " 9"), ("c", " 10"), ("d", " 9.5")]))
+    assert rows.label_names == ("9", "9.5", "10") and rows.labels.tolist() == [2, 0, 2, 1]
+
+
+def test_a_test_file_must_spell_labels_as_the_training_file_does(tmp_path):
+    train = write(
+        tmp_path / "train.csv", [(f"{text} {i}", label) for i in range(3) for text, label in (("x", "1"), ("y", "2"))]
+    )
+    test = write(tmp_path / "test.csv", [("z", "1"), ("w", "02")])
+    with pytest.raises(DataFileError, match=r"test.csv, line 3, column 'label': the label '02' is spelled '2' in the"):
+        file_task(train, test)
+
+
+def test_a_label_column_that_is_also_a_text_column_and_a_test_file_that_is_the_training_file_are_refused(tmp_path):
+    train = write(tmp_path / "reviews.csv", reviews())
+    with pytest.raises(DataFileError, match=r"the label column 'label' is also a text column \['text', 'label'\]"):
+        read_labelled_file(train, ("text", "label"), "label")
+    with pytest.raises(DataFileError, match=r"reviews.csv: the test file is the training file"):
+        file_task(train, str(tmp_path / "." / "reviews.csv"))
+
+
+@pytest.mark.parametrize("held_out", [False, True], ids=["test_file", "held_out_share"])
+def test_test_rows_that_stand_in_the_training_rows_are_left_out_and_counted(tmp_path, held_out):
+    rows = reviews(4)
+    train = write(tmp_path / "train.csv", rows if held_out else rows + [("a  stray  copy", "good")])
+    if held_out:  # copies inside one file: a held-out copy of a kept row is not a test row
+        train = write(tmp_path / "train.csv", rows + rows[:6])
+        task = file_task(train, test_fraction=0.3, seed=0)
+        kept = {" ".join(text.split()) for text in task.train.texts[0]}
+        assert not kept & {" ".join(text.split()) for text in task.evaluation.texts[0]}
+        assert task.test_rows_in_train > 0 and len(task.evaluation) + task.test_rows_in_train == 16
+        return
+    test = write(tmp_path / "test.csv", [("a stray copy", "good"), (f" {rows[0][0]}  ", "good"), ("new", "bad")])
+    task = file_task(train, test)
+    assert task.test_rows_in_train == 2 and task.evaluation.texts[0].tolist() == ["new"]
+    only_copies = write(tmp_path / "copies.csv", [("a stray copy", "good")])
+    with pytest.raises(DataFileError, match=r"copies.csv: every one of the 1 test rows also stands in the training"):
+        file_task(train, only_copies)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--test", "{train}"], r"argument --test: \S*reviews.csv: the test file is the training file"),
+        (["--text-column", "label"], r"argument --label-column: `label_column` 'label' is also a text column"),
+        (["--steps", "4", "--recipe", "paper"], r"argument --steps: `steps` is not a setting of the paper recipe"),
+        (["--epochs", "2"], r"argument --epochs: `epochs` is not a setting of the few_shot recipe"),
+        (["--losses", "ce", "--scl-weight", "0.5"], r"argument --scl-weight: --scl-weight sets the CE\+SCL runs"),
+        (["--data-dir", "{tmp}"], r"argument --data-dir: --data-dir is where TFDS keeps the built-in tasks"),
+        (["--dtype-policy", "bfloat16"], r"argument --dtype-policy: .*keeps the weights in bfloat16.*'mixed_bfloat16'"),
+        (["--output", "{train}"], r"argument --output: \S*reviews.csv is a file, not a folder"),
+        (["--final-model", "{train}"], r"argument --final-model: \S*reviews.csv exists and is not an empty folder"),
+    ],
+    ids=[
+        "test_is_train",
+        "label_is_text",
+        "steps_paper",
+        "epochs_few_shot",
+        "scl_weight_ce",
+        "data_dir",
+        "half",
+        "output_file",
+        "final_file",
+    ],
+)
+def test_a_flag_that_would_change_or_mislabel_the_data_or_not_be_read_is_refused(tmp_path, capsys, flags, message):
+    import re
+
+    from keras_scl.experiments.cli import main
+
+    train = write(tmp_path / "reviews.csv", reviews())
+    before = train.read_bytes()
+    flags = [flag.format(train=train, tmp=tmp_path) for flag in flags]
+    output = ["--output", str(tmp_path / "out")] if "--output" not in flags else []
+    with pytest.raises(SystemExit) as stopped:
+        main(["--train", str(train), "--encoder", "tiny", "--sizes", "3", "--validation-size", "8", *flags, *output])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and re.search(message, error), error[-2000:]
+    assert not (tmp_path / "out").exists() and train.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--text-column", "review"], r"argument --text-column: --text-column goes with --train"),
+        (["--final-model", "{tmp}/final"], r"argument --final-model: --final-model goes with --train"),
+        (["--init-from", "{tmp}/m_{{loss}}.keras"], r"argument --encoder: --init-from names the classifier to start"),
+    ],
+    ids=["text_column", "final_model", "encoder_with_init_from"],
+)
+def test_flags_a_built_in_task_would_not_read_are_refused(tmp_path, capsys, flags, message):
+    import re
+
+    from keras_scl.experiments.cli import main
+
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    with pytest.raises(SystemExit) as stopped:
+        main(["--tasks", "mini/films", "--encoder", "tiny", *flags, "--output", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and re.search(message, error), error[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from keras_scl.experiments.data import augmentation_for
+from keras_scl.experiments.records import DivergedRun
 from keras_scl.experiments.reports import difference_cell
 from keras_scl.experiments.reports import paired_difference
 from keras_scl.experiments.reports import select_grid
@@ -125,7 +126,13 @@ def train_final_model(config, runs, directory, progress=True):
     model = compiled_model(
         config, classifier, settings["temperature"], settings["scl_weight"], label_names=task.spec.labels
     )
-    train_model(config, model, x, y, verbose=1 if progress else 0)
+    history = train_model(config, model, x, y, verbose=1 if progress else 0)
+    weights_finite = all(np.isfinite(weight).all() for weight in model.get_weights())
+    if not (weights_finite and all(math.isfinite(value) for value in history.history["loss"])):
+        raise DivergedRun(
+            f"The final model of {task_name} diverged (a loss or weights that are not finite): nothing was written "
+            f"to {directory}. A lower learning rate usually helps."
+        )
     directory = Path(directory)
     model.save_to_preset(str(directory))
     facts = {

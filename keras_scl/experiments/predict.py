@@ -58,7 +58,7 @@ def _text_columns(model_path, given):
     return ("text",)
 
 
-def _checked_rows(path, columns, output):
+def _checked_rows(path, columns):
     """The input's rows and their texts, checked: every error names the file, the line and the column."""
     rows = table_rows(path)
     if not rows:
@@ -75,8 +75,6 @@ def _checked_rows(path, columns, output):
         taken = [field for field in OUTPUT_FIELDS if field in row]
         if taken:
             raise DataFileError(f"{path}, line {number}: the column {taken[0]!r} is the output's; rename it")
-    if output is not None and output.suffix.lower() != path.suffix.lower():
-        raise DataFileError(f"{output}: the output has the input's format ({path.suffix}). Received: {output.suffix}")
     return rows, texts
 
 
@@ -127,11 +125,17 @@ def main(argv=None):
         parser.error(f"argument --batch-size: must be a positive integer. Received: {arguments.batch_size}")
     if not arguments.model.exists():
         parser.error(f"argument --model: {arguments.model}: no such folder or file")
-    if arguments.output is not None and (arguments.output.is_dir() or not arguments.output.parent.is_dir()):
-        parser.error(f"argument --output: {arguments.output} is a folder, or in none: name a file in a folder")
+    output = arguments.output
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        parser.error(f"argument --output: {output} is a folder, or in none: name a file in a folder")
+    if output is not None and output.suffix.lower() != arguments.input.suffix.lower():
+        parser.error(
+            f"argument --output: {output}: the output has the input's format ({arguments.input.suffix}). "
+            f"Received: {output.suffix or 'no suffix'}"
+        )
     columns = _text_columns(arguments.model, arguments.text_column)
     try:
-        rows, texts = _checked_rows(arguments.input, columns, arguments.output)
+        rows, texts = _checked_rows(arguments.input, columns)
         model = _load(arguments.model)
     except DataFileError as error:
         parser.error(f"argument {'--model' if str(error).startswith(str(arguments.model)) else '--input'}: {error}")

@@ -31,6 +31,7 @@ __all__ = [
     "DivergedRun",
     "HarnessFileError",
     "append_run",
+    "check_finite",
     "load_saved_classifier",
     "read_augmentation",
     "read_config",
@@ -174,12 +175,8 @@ def repair_runs(path):
     os.replace(temporary, path)
 
 
-def append_run(path, record):
-    """One line per run, on disk before the next run starts: a crash loses at most the run in progress.
-
-    A record with a number that is not finite (a diverged run: NaN loss)
-    is refused instead: nothing bad reaches `runs.jsonl`.
-    """
+def check_finite(record, path):
+    """Raises `DivergedRun` for a record with a number that is not finite (a diverged run: NaN loss)."""
     bad = sorted(key for key, value in record.items() if isinstance(value, float) and not math.isfinite(value))
     if bad:
         raise DivergedRun(
@@ -188,6 +185,15 @@ def append_run(path, record):
             + ", ".join(f"{key}={record[key]}" for key in bad)
             + ". A lower learning rate usually helps; a resume runs it again."
         )
+
+
+def append_run(path, record):
+    """One line per run, on disk before the next run starts: a crash loses at most the run in progress.
+
+    A record with a number that is not finite (a diverged run: NaN loss)
+    is refused instead (`check_finite`): nothing bad reaches `runs.jsonl`.
+    """
+    check_finite(record, path)
     with open(path, "a") as file:
         file.write(json.dumps(record) + "\n")
         file.flush()

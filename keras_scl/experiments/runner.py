@@ -44,6 +44,7 @@ from keras_scl.experiments.records import CONFIG_FILE
 from keras_scl.experiments.records import RUNS_FILE
 from keras_scl.experiments.records import HarnessFileError
 from keras_scl.experiments.records import append_run
+from keras_scl.experiments.records import check_finite
 from keras_scl.experiments.records import load_saved_classifier
 from keras_scl.experiments.records import read_augmentation
 from keras_scl.experiments.records import read_config
@@ -311,6 +312,7 @@ class _TaskRunner:
         for split, (split_features, split_labels) in (("val", validation), ("test", test)):
             logits = model.predict(split_features, batch_size=64, verbose=0)
             record[f"{split}_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == split_labels))
+        check_finite(record, self.output / RUNS_FILE)  # a diverged run leaves no model, embeddings or record
         # float32: under a mixed policy they come out in bfloat16 or float16, which `.npz` cannot keep.
         embeddings = model.embed(test[0], batch_size=64, verbose=0).astype("float32") if keep_embeddings else None
         if config.save_models:
