@@ -72,9 +72,12 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
     Takes the backbone (any KerasHub text backbone with a `padding_mask`
     input: BERT, RoBERTa and their kin) and preprocessor of another
     classifier; `SCLClassifier.from_preset(preset, pooling="mean")` makes
-    one from a preset or a Hugging Face checkpoint folder. It saves and
-    loads as a KerasHub task (loading needs `keras_scl` imported, where the
-    class is registered).
+    one from a preset or a Hugging Face checkpoint folder. It saves as a
+    KerasHub task (`save_to_preset`, `save`) and loads with its trained head
+    through `MeanPooledTextClassifier.from_preset` or
+    `SCLClassifier.from_preset` (KerasHub's own `TextClassifier.from_preset`
+    picks the backbone's classifier class and cannot build it), or
+    `keras.saving.load_model` with `keras_scl` imported.
 
     Args:
         backbone: A KerasHub backbone.

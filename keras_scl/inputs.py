@@ -15,7 +15,10 @@ the Keras method to call and which trainer runs it:
 - A `tf.data` or grain dataset goes through KerasHub's pipeline, which maps
   the preprocessor over it.
 
-Every check of the inputs lives here, before any work starts.
+Every check of the inputs starts here, before any work: texts and sentence
+pairs through `keras_scl.validation.standardized_inputs` (any sequence Keras
+takes; anything else named by its position), token ids against the
+classifier (`TokenLimits`), labels and weights, and no example at all.
 """
 
 import dataclasses

@@ -77,8 +77,11 @@ def _local_json(preset, name):
     path = os.path.join(preset, name) if isinstance(preset, str) and os.path.isdir(preset) else None
     if path is None or not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file of a preset ({error})") from None
 
 
 def _saves_mean_pooled(task_config):

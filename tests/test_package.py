@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 import keras_scl
@@ -150,7 +151,7 @@ def modules_of_unnamed_extras(named):
 
 
 @pytest.mark.harness  # an example in a fresh process, as the other examples: run once, in the torch pass
-def test_the_readme_quick_start_runs_with_only_the_extras_its_install_line_names(tmp_path):
+def test_the_readme_quick_start_and_deployment_run_with_only_the_extras_its_install_line_names(tmp_path):
     install = README[README.index("## Install") :]
     named = re.search(r'pip install "keras-scl\[([\w,]+)\]"', install).group(1).split(",")
     blocked = modules_of_unnamed_extras(named)
@@ -191,9 +192,27 @@ def test_the_readme_quick_start_runs_with_only_the_extras_its_install_line_names
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"\[\[\s*-?\d", result.stdout)  # the printed logits
-    loaded = keras.saving.load_model(tmp_path / "model.keras")
-    assert isinstance(loaded, keras_scl.SCLClassifier) and loaded.embedding == "mean"
+    assert re.search(r"array\(\['(good|bad)'\], dtype=object\), array\(\[\[0\.\d+, 0\.\d+\]\]\)", result.stdout)
+    loaded = keras_scl.SCLClassifier.from_preset(str(tmp_path / "reviews_classifier"))
+    assert loaded.embedding == "mean" and loaded.label_names == ("bad", "good")
+
+    # The README's deployment, in a new process on the folder the quick start wrote, with the same extras.
+    deploy = README[README.index("## Deploy a trained model") :]
+    code = re.search(r"```python\n(.*?)```", deploy, flags=re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    result = subprocess.run(
+        [sys.executable, "-c", guard + code],
+        cwd=tmp_path,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = list(zip(*loaded.predict_labels(["a fine film", "a bore"], verbose=0), strict=True))
+    printed = re.findall(r"^(good|bad) ([\d.]+)$", result.stdout, flags=re.M)
+    assert [name for name, _ in printed] == [name for name, _ in expected]
+    np.testing.assert_allclose([float(value) for _, value in printed], [p.max() for _, p in expected], atol=1e-3)
 
 
 def test_scl_classifier_stays_one_job_in_at_most_400_lines():

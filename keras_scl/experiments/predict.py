@@ -83,9 +83,12 @@ def _load(model_path):
 
     from keras_scl.models import SCLClassifier
 
-    if model_path.is_dir():
-        return SCLClassifier.from_preset(str(model_path))
-    model = keras.saving.load_model(model_path)
+    try:
+        model = (
+            SCLClassifier.from_preset(str(model_path)) if model_path.is_dir() else keras.saving.load_model(model_path)
+        )
+    except Exception as error:  # KerasHub and Keras raise many kinds for what is not a saved model; one answer here
+        raise DataFileError(f"{model_path}: not a saved classifier ({type(error).__name__}: {error})") from None
     if not isinstance(model, SCLClassifier):
         raise DataFileError(f"{model_path}: not a saved keras_scl.SCLClassifier (a {type(model).__name__})")
     return model
