@@ -20,6 +20,7 @@ from keras_scl.compat import NotAvailable
 from keras_scl.compat import private
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
+from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 from keras_scl.validation import class_ids
 from keras_scl.validation import standardized_inputs
@@ -272,6 +273,7 @@ class EmbeddingView(keras.callbacks.Callback):
     ):
         super().__init__()
         check_integer("every", every, 1)
+        check_integer("batch_size", batch_size, 1)
         check_one_of("method", method, ("pca", "tsne"))
         require_plot_libraries("EmbeddingView")
         self.x, self.labels = _checked_examples("EmbeddingView", x, y)  # named now, not after an epoch has trained
@@ -356,6 +358,8 @@ class LinearProbe(keras.callbacks.Callback):
     def __init__(self, x, y, l2=None):
         super().__init__()
         self.x, self.y = _checked_examples("LinearProbe", x, y)
+        if l2 is not None:
+            check_number("l2", l2, low=0, low_open=True)
         self.l2 = l2
         self.accuracy = None
 

@@ -56,8 +56,9 @@ def softmax_regression(features, labels, num_classes, l2=None, max_steps=5000, t
     [0, 0, 1, 1]
     """
     features = np.asarray(features, dtype=np.float64)
-    labels = class_ids(labels)
     check_integer("num_classes", num_classes, 2)
+    check_class_labels("labels", labels, num_classes)
+    labels = class_ids(labels)
     if features.ndim != 2 or len(features) != len(labels):
         raise ValueError(
             "`features` must be (n, dim) with one row per label. "

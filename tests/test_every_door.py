@@ -266,7 +266,7 @@ def test_full_half_precision_is_refused_by_name_before_any_step_and_mixed_precis
     with pytest.raises(ValueError, match=message):
         few_shot_recipe(model, TEXTS, LABELS, steps=1)
     assert same_weights(before, model) and int(model.optimizer.iterations) == 0
-    keras.config.set_dtype_policy(f"mixed_{policy}")
+    keras.config.set_dtype_policy("mixed_bfloat16")  # float32 weights (mixed_float16 has no float16 dot on JAX's CPU)
     mixed = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=TEXTS, sequence_length=8))
     history = few_shot_recipe(mixed, TEXTS, LABELS, validation_data=(TEXTS, LABELS), steps=2)
     assert math.isfinite(history.history["loss"][-1])
@@ -334,6 +334,10 @@ def test_best_weights_never_keeps_a_diverged_epoch_nor_refits_on_it(model, monke
 
 # --- The probe -------------------------------------------------------------------------------
 def test_the_probe_names_features_that_are_not_finite_instead_of_failing_in_linear_algebra(classifier):
+    with pytest.raises(ValueError, match=r"`labels` must hold whole class ids. Received: \[0.5\]"):
+        softmax_regression(np.ones((4, 3)), [0, 1, 0, 0.5], num_classes=2)
+    with pytest.raises(ValueError, match=r"`labels` must hold class ids in \[0, 2\)"):
+        softmax_regression(np.ones((4, 3)), [0, 1, 0, 2], num_classes=2)
     features = np.ones((4, 3))
     features[2, 1] = np.nan
     with pytest.raises(ValueError, match=r"`features` hold NaN or infinite values \(1 of 4 rows, the first row 2\)"):

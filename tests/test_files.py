@@ -295,3 +295,10 @@ def test_flags_a_built_in_task_would_not_read_are_refused(tmp_path, capsys, flag
     error = capsys.readouterr().err
     assert stopped.value.code == 2 and re.search(message, error), error[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\na fine film,good\na dull film,bad\n".encode("utf-8-sig"))
+    rows = read_labelled_file(path)
+    assert rows.texts[0].tolist() == ["a fine film", "a dull film"] and rows.label_names == ("bad", "good")

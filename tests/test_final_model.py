@@ -166,8 +166,12 @@ def test_a_second_record_of_one_run_is_refused_as_the_folder_is_read(tmp_path):
     train = write_reviews(tmp_path / "reviews.csv")
     run_experiment(small_config(train), tmp_path / "out", progress=False)
     path = tmp_path / "out" / "runs.jsonl"
-    path.write_text(path.read_text() * 2)
+    record = path.read_text()
+    path.write_text(record * 2)
     with pytest.raises(HarnessFileError, match=r"runs.jsonl, lines 1 and 2: two records of one run \(file:reviews N=3"):
+        read_runs(tmp_path / "out")
+    path.write_text(record.replace('{"task": ', '{"n": 99, "task": ', 1))  # a field twice in one record
+    with pytest.raises(HarnessFileError, match=r"runs.jsonl, line 1, is not a run record \(the key 'n' twice"):
         read_runs(tmp_path / "out")
 
 

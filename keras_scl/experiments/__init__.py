@@ -14,6 +14,10 @@ TensorFlow Datasets, SciPy, scikit-learn, matplotlib, tqdm, tokenizers);
 - `keras_scl.experiments.records`: its own files (runs, settings, augmentation
   rows, saved models), read through one checked path.
 - `keras_scl.experiments.reports`: the table, the CSV, the plots.
+- `keras_scl.experiments.final`: the classifier the job hands over
+  (`--final-model`), with its model card.
+- `keras_scl.experiments.predict`: `python -m keras_scl.experiments predict`,
+  a saved classifier's labels for a file.
 """
 
 from keras_scl.experiments.records import HarnessFileError

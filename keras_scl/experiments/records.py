@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 
 from keras_scl.experiments.data.files import DataFileError
+from keras_scl.experiments.data.files import json_value
 from keras_scl.experiments.data.files import label_index
 from keras_scl.experiments.data.files import table_rows
 from keras_scl.experiments.settings import LOSSES
@@ -121,9 +122,9 @@ def _parsed_lines(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == len(lines):  # the last line, with no newline after it: a write cut short
+            record = json_value(line)
+        except ValueError as error:
+            if number == len(lines) and "twice" not in str(error):  # the last line, no newline after it: cut short
                 return runs, line
             raise HarnessFileError(f"{path}, line {number}, is not a run record ({error}): {line[:80]!r}") from None
         _check_record(record, path, number)
@@ -206,8 +207,8 @@ def read_config(path):
     if not path.exists():
         return None
     try:
-        settings = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        settings = json_value(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise HarnessFileError(
             f"{path}: not the settings of an experiment ({error}); move it away, or choose another --output."
         ) from None

@@ -32,6 +32,7 @@ __all__ = [
     "DataFileError",
     "LabelledRows",
     "file_task",
+    "json_value",
     "label_key",
     "read_labelled_file",
     "table_rows",
@@ -72,18 +73,17 @@ def table_rows(path, raises=DataFileError):
     if suffix not in FORMATS:
         raise raises(f"{path}: a data file is {', '.join(FORMATS)}. Received: suffix {suffix!r}")
     try:
-        with open(path, encoding="utf-8", newline="") as file:
+        # "utf-8-sig": a byte-order mark (as spreadsheets write it) is no part of the first column's name.
+        with open(path, encoding="utf-8-sig", newline="") as file:
             if suffix == ".jsonl":
                 rows = []
                 for number, line in enumerate(file, start=1):
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line, object_pairs_hook=_unique_keys)
-                    except json.JSONDecodeError as error:
-                        raise raises(f"{path}, line {number}: not a JSON object ({error.msg})") from None
-                    except _DuplicateKey as error:
-                        raise raises(f"{path}, line {number}: the key {error.key!r} twice in one object") from None
+                        row = json_value(line)
+                    except ValueError as error:
+                        raise raises(f"{path}, line {number}: {error}") from None
                     if not isinstance(row, dict):
                         raise raises(f"{path}, line {number}: not a JSON object. Received: {line.strip()[:80]}")
                     rows.append((number, row))
@@ -110,20 +110,32 @@ def table_rows(path, raises=DataFileError):
         raise raises(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key):
-        super().__init__(key)
-        self.key = key
-
-
 def _unique_keys(pairs):
     """A JSON object's pairs as a dict; a key given twice raises (`json` would keep the last one)."""
     row = {}
     for key, value in pairs:
         if key in row:
-            raise _DuplicateKey(key)
+            raise ValueError(f"the key {key!r} twice in one object")
         row[key] = value
     return row
+
+
+def json_value(text):
+    """`text` parsed as JSON, every object's keys once; a ValueError saying what is wrong otherwise.
+
+    Example:
+
+    >>> json_value('{"text": "a", "label": 1}')
+    {'text': 'a', 'label': 1}
+    >>> json_value('{"label": 1, "label": 2}')
+    Traceback (most recent call last):
+    ...
+    ValueError: the key 'label' twice in one object
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a JSON object ({error.msg})") from None
 
 
 def _check_header(names, path, raises):
