@@ -10,13 +10,16 @@ and a frozen-encoder probe read), so that a linear probe of the head starts
 where those do. `SCLClassifier.from_preset(..., pooling="mean")` builds one.
 """
 
+import json
+import os
+
 import keras
 import keras_hub
 from keras import ops
 
 from keras_scl.validation import check_num_classes
 
-__all__ = ["MeanPooledTextClassifier", "MeanPooling"]
+__all__ = ["MeanPooledTextClassifier", "MeanPooling", "preset_json", "saves_mean_pooled"]
 
 
 @keras.saving.register_keras_serializable(package="keras_scl")
@@ -56,6 +59,32 @@ class MeanPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "normalize": self.normalize}
+
+
+# KerasHub's file names in a preset folder (`keras_hub.src.utils.preset_utils`), fixed by its format.
+_TASK_CONFIG = "task.json"
+_TASK_WEIGHTS = "task.weights.h5"
+
+
+def preset_json(preset, name):
+    """The JSON file `name` of a local preset folder as a dict; `None` where there is none (or no folder)."""
+    preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset
+    path = os.path.join(preset, name) if isinstance(preset, str) and os.path.isdir(preset) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file of a preset ({error})") from None
+
+
+def saves_mean_pooled(preset):
+    """Whether `preset` is a local folder that holds a saved `MeanPooledTextClassifier` (or a subclass)."""
+    registered = keras.saving.get_registered_object(
+        (preset_json(preset, _TASK_CONFIG) or {}).get("registered_name", "")
+    )
+    return isinstance(registered, type) and issubclass(registered, MeanPooledTextClassifier)
 
 
 def _sequence_output(backbone_outputs):
@@ -126,14 +155,52 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
 
         A preset this class saved comes back with its trained head unless
         `num_classes` is given (KerasHub's rule: new task arguments, a new
-        head); any other preset or Hugging Face checkpoint folder gives its
-        encoder and preprocessor a new mean-pooled head of `num_classes`. (KerasHub's
-        own `TextClassifier.from_preset` picks the backbone's classifier class
-        and cannot build this one.) See `keras_scl.presets.classifier_from_preset`.
-        """
-        from keras_scl.presets import classifier_from_preset
+        head). Any other preset or Hugging Face checkpoint folder gives its
+        encoder and preprocessor a new mean-pooled head: of `num_classes`, or
+        of the saved head's number of classes. (KerasHub's own
+        `TextClassifier.from_preset` picks the backbone's classifier class and
+        cannot build this one.) `kwargs` as `TextClassifier.from_preset` takes
+        them (`num_classes`, `preprocessor`, `activation`, `dropout`, `dtype`).
 
-        return classifier_from_preset(preset, pooling="mean", load_weights=load_weights, **kwargs)
+        Example:
+
+        >>> import tempfile
+        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> folder = tempfile.mkdtemp()
+        >>> tiny_roberta_classifier(num_classes=2).save_to_preset(folder)
+        >>> MeanPooledTextClassifier.from_preset(folder, num_classes=3).save_to_preset(folder + "/mean")
+        >>> MeanPooledTextClassifier.from_preset(folder + "/mean").num_classes
+        3
+        """
+        if "num_classes" in kwargs:
+            check_num_classes("num_classes", kwargs["num_classes"])
+        preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
+        task_config = preset_json(preset, _TASK_CONFIG)
+        if saves_mean_pooled(preset):
+            return cls._from_saved(preset, task_config["config"], load_weights, **kwargs)
+        if task_config is None and "num_classes" not in kwargs:
+            raise ValueError(
+                f"A new mean-pooled head needs `num_classes`: {preset!r} holds no trained classifier to take it from."
+            )
+        classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
+        head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
+        return cls(classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head)
+
+    @classmethod
+    def _from_saved(cls, preset, saved, load_weights, **kwargs):
+        """The classifier a local preset saved (`saved`: its task config); a new head where `num_classes` is given."""
+        dtype = {"dtype": kwargs.pop("dtype")} if kwargs.get("dtype") is not None else {}
+        backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=load_weights, **dtype)
+        if "preprocessor" not in kwargs:
+            has_preprocessor = saved.get("preprocessor") is not None
+            preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(preset) if has_preprocessor else None
+            kwargs["preprocessor"] = preprocessor
+        new_head = "num_classes" in kwargs
+        head = {key: saved[key] for key in ("num_classes", "activation", "dropout") if key in saved}
+        classifier = cls(backbone, **{**head, **kwargs})
+        if load_weights and not new_head:
+            classifier.load_task_weights(os.path.join(preset, _TASK_WEIGHTS))
+        return classifier
 
     def get_config(self):
         return {

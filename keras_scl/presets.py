@@ -7,9 +7,9 @@ its embedding. `classifier_from_preset` reads any preset back:
 - a KerasHub classifier (RoBERTa's, BERT's, ...) through KerasHub's own
   `TextClassifier.from_preset`, which loads the trained head unless
   `num_classes` is given;
-- a `MeanPooledTextClassifier` from its `task.json`, by this module: KerasHub
-  picks the backbone's own classifier class for a folder and cannot build
-  it. The trained head comes back by the same rule;
+- a `MeanPooledTextClassifier` by its own `from_preset`
+  (`keras_scl.heads`): KerasHub picks the backbone's own classifier class for
+  a folder and cannot build it. The trained head comes back by the same rule;
 - a Hugging Face checkpoint folder (no task at all): its encoder with a new
   head of `num_classes`.
 
@@ -25,6 +25,8 @@ import os
 import keras_hub
 
 from keras_scl.heads import MeanPooledTextClassifier
+from keras_scl.heads import preset_json
+from keras_scl.heads import saves_mean_pooled
 from keras_scl.validation import check_num_classes
 from keras_scl.validation import check_one_of
 
@@ -39,9 +41,6 @@ __all__ = [
 ]
 
 SETTINGS_FILE = "keras_scl.json"
-# KerasHub's file names in a preset folder (`keras_hub.src.utils.preset_utils`), fixed by its format.
-_TASK_CONFIG = "task.json"
-_TASK_WEIGHTS = "task.weights.h5"
 
 
 def check_label_names(label_names, num_classes):
@@ -72,42 +71,6 @@ def check_label_names(label_names, num_classes):
     return tuple(names)
 
 
-def _local_json(preset, name):
-    """The JSON file `name` of a local preset folder as a dict, or `None` (no such file, or not a folder)."""
-    path = os.path.join(preset, name) if isinstance(preset, str) and os.path.isdir(preset) else None
-    if path is None or not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file of a preset ({error})") from None
-
-
-def _saves_mean_pooled(task_config):
-    import keras
-
-    registered = keras.saving.get_registered_object((task_config or {}).get("registered_name", ""))
-    return isinstance(registered, type) and issubclass(registered, MeanPooledTextClassifier)
-
-
-def _mean_pooled_from_preset(preset, task_config, load_weights, **kwargs):
-    """The saved `MeanPooledTextClassifier` of a local preset; a new head where `num_classes` is given."""
-    saved = task_config["config"]
-    dtype = {"dtype": kwargs.pop("dtype")} if kwargs.get("dtype") is not None else {}
-    backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=load_weights, **dtype)
-    if "preprocessor" not in kwargs:
-        has_preprocessor = saved.get("preprocessor") is not None
-        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(preset) if has_preprocessor else None
-        kwargs["preprocessor"] = preprocessor
-    new_head = "num_classes" in kwargs
-    head = {key: saved[key] for key in ("num_classes", "activation", "dropout") if key in saved}
-    classifier = MeanPooledTextClassifier(backbone, **{**head, **kwargs})
-    if load_weights and not new_head:
-        classifier.load_task_weights(os.path.join(preset, _TASK_WEIGHTS))
-    return classifier
-
-
 def classifier_from_preset(preset, pooling=None, load_weights=True, **kwargs):
     """The KerasHub text classifier of a preset; with `pooling="mean"`, a `MeanPooledTextClassifier`.
 
@@ -133,23 +96,12 @@ def classifier_from_preset(preset, pooling=None, load_weights=True, **kwargs):
     ('MeanPooledTextClassifier', 3)
     """
     check_one_of("pooling", pooling, (None, "mean"))
+    if pooling == "mean" or saves_mean_pooled(preset):
+        return MeanPooledTextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
     if "num_classes" in kwargs:
         check_num_classes("num_classes", kwargs["num_classes"])
     preset = os.fspath(preset) if isinstance(preset, os.PathLike) else preset  # KerasHub takes strings only
-    task_config = _local_json(preset, _TASK_CONFIG)
-    if _saves_mean_pooled(task_config):
-        return _mean_pooled_from_preset(preset, task_config, load_weights, **kwargs)
-    if pooling == "mean" and task_config is None and "num_classes" not in kwargs:
-        raise ValueError(
-            f"A new mean-pooled head needs `num_classes`: {preset!r} holds no trained classifier to take it from."
-        )
-    classifier = keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
-    if pooling == "mean" and not isinstance(classifier, MeanPooledTextClassifier):
-        head = {key: kwargs[key] for key in ("activation", "dropout") if key in kwargs}
-        classifier = MeanPooledTextClassifier(
-            classifier.backbone, classifier.num_classes, preprocessor=classifier.preprocessor, **head
-        )
-    return classifier
+    return keras_hub.models.TextClassifier.from_preset(preset, load_weights=load_weights, **kwargs)
 
 
 def classifier_keywords():
@@ -185,7 +137,7 @@ def read_settings(preset, classifier):
     class or its number of classes): a new head, or a folder written over
     by a classifier's own `save_to_preset`.
     """
-    settings = _local_json(preset if not isinstance(preset, os.PathLike) else os.fspath(preset), SETTINGS_FILE)
+    settings = preset_json(preset, SETTINGS_FILE)
     if not isinstance(settings, dict):
         return {}
     described = (settings.get("classifier"), settings.get("num_classes"))

@@ -8,6 +8,28 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# A task small enough for every test of a door: four texts of each of two classes.
+TINY_TEXTS = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
+TINY_LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """A tiny RoBERTa classifier of two classes: a tokenizer trained on `TINY_TEXTS`, sequences of 8 tokens."""
+    from keras_scl.experiments.offline import tiny_roberta_classifier
+
+    return tiny_roberta_classifier(num_classes=2, texts=TINY_TEXTS, sequence_length=8)
+
+
+@pytest.fixture
+def model(classifier):
+    """An `SCLClassifier` (λ 0.5) of `classifier`, compiled with AdamW 1e-3 and accuracy."""
+    from keras_scl import SCLClassifier
+
+    model = SCLClassifier(classifier, scl_weight=0.5)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), metrics=["accuracy"])
+    return model
+
 
 def value_and_gradient(fn, x):
     """`fn(x)` and its gradient with respect to `x`, on the active backend.

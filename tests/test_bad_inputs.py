@@ -11,28 +11,14 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import TINY_LABELS as LABELS  # with the fixtures `classifier` and `model`
+from conftest import TINY_TEXTS as TEXTS
 from keras_scl import ClassBalancedBatches
 from keras_scl import ParamScheduler
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
-from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_number
-
-TEXTS = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
-LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return tiny_roberta_classifier(num_classes=2, texts=TEXTS, sequence_length=8)
-
-
-@pytest.fixture
-def model(classifier):
-    model = SCLClassifier(classifier, scl_weight=0.5)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3), metrics=["accuracy"])
-    return model
 
 
 def same_weights(before, model):

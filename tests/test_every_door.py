@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import TINY_LABELS as LABELS  # with the fixtures `classifier` and `model`
+from conftest import TINY_TEXTS as TEXTS
 from keras_scl import BestWeights
 from keras_scl import ClassBalancedBatches
 from keras_scl import EmbeddingView
@@ -28,21 +30,6 @@ from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.losses import anchors_with_positive
 from keras_scl.probe import fit_linear_head
 from keras_scl.probe import softmax_regression
-
-TEXTS = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
-LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return tiny_roberta_classifier(num_classes=2, texts=TEXTS, sequence_length=8)
-
-
-@pytest.fixture
-def model(classifier):
-    model = SCLClassifier(classifier, scl_weight=0.5)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
-    return model
 
 
 def doors(model, x, y=LABELS, train=TEXTS):

@@ -150,6 +150,20 @@ def modules_of_unnamed_extras(named):
     return blocked
 
 
+def run_python(code, folder):
+    """Runs `code` in a fresh Python process in `folder`, on this backend; its completed process, checked."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.harness  # an example in a fresh process, as the other examples: run once, in the torch pass
 def test_the_readme_quick_start_and_deployment_run_with_only_the_extras_its_install_line_names(tmp_path):
     install = README[README.index("## Install") :]
@@ -183,15 +197,7 @@ def test_the_readme_quick_start_and_deployment_run_with_only_the_extras_its_inst
             raise SystemExit("the guard let matplotlib through")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", guard + code],
-        cwd=tmp_path,
-        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(guard + code, tmp_path)
     assert re.search(r"array\(\['(good|bad)'\], dtype=object\), array\(\[\[0\.\d+, 0\.\d+\]\]\)", result.stdout)
     loaded = keras_scl.SCLClassifier.from_preset(str(tmp_path / "reviews_classifier"))
     assert loaded.embedding == "mean" and loaded.label_names == ("bad", "good")
@@ -200,15 +206,7 @@ def test_the_readme_quick_start_and_deployment_run_with_only_the_extras_its_inst
     deploy = README[README.index("## Deploy a trained model") :]
     code = re.search(r"```python\n(.*?)```", deploy, flags=re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
-    result = subprocess.run(
-        [sys.executable, "-c", guard + code],
-        cwd=tmp_path,
-        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(guard + code, tmp_path)
     expected = list(zip(*loaded.predict_labels(["a fine film", "a bore"], verbose=0), strict=True))
     printed = re.findall(r"^(good|bad) ([\d.]+)$", result.stdout, flags=re.M)
     assert [name for name, _ in printed] == [name for name, _ in expected]
