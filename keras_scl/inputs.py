@@ -226,11 +226,11 @@ def _tokenized(preprocessor, x):
     return preprocess_in_chunks(preprocessor, x)
 
 
-def _prepared(preprocessor, x, labelled_for=None):
+def _prepared(preprocessor, x, labelled_for=None, limits=None):
     """`x` as `keras.Model`'s own methods take it: in-memory text tokenised once, datasets batch by batch."""
     if isinstance(x, InMemoryBatches) or is_in_memory(x):
         return _tokenized(preprocessor, x)
-    return preprocessed(x, preprocessor, labelled_for)
+    return preprocessed(x, preprocessor, labelled_for, limits)
 
 
 def _through_pipeline(preprocessor, x):
@@ -257,7 +257,7 @@ def _prepared_validation_data(preprocessor, validation_data, num_classes=None, l
             "`validation_data` is a tf.data or grain dataset of text while the training data is not: KerasHub "
             "maps the preprocessor only over the training data's kind. Give both as the same kind."
         )
-    return _prepared(preprocessor, validation_data, labelled_for=("validation_data", num_classes))
+    return _prepared(preprocessor, validation_data, ("validation_data", num_classes), limits)
 
 
 def for_fit(
@@ -307,7 +307,7 @@ def for_fit(
         return ModelInputs(arguments, through_pipeline=True)
     arguments["validation_data"] = _prepared_validation_data(preprocessor, validation_data, num_classes, limits)
     if not (isinstance(x, InMemoryBatches) or is_in_memory(x)):
-        arguments["x"] = preprocessed(x, preprocessor, labelled_for=("fit", num_classes))
+        arguments["x"] = preprocessed(x, preprocessor, ("fit", num_classes), limits)
         return ModelInputs(arguments)
     # `x` shuffles its own batches: Keras would also permute their order.
     arguments["shuffle"] = False
@@ -345,7 +345,7 @@ def for_evaluate(
     if _through_pipeline(preprocessor, x):
         return ModelInputs({**arguments, "x": x}, through_pipeline=True)
     # Lists of labels and weights as arrays: Keras reads a list beside dict inputs as an unknown type.
-    x = _prepared(preprocessor, x, labelled_for=("evaluate", num_classes))
+    x = _prepared(preprocessor, x, ("evaluate", num_classes), limits)
     arguments.update(x=x, y=as_arrays(y), sample_weight=as_arrays(sample_weight))
     return ModelInputs(arguments)
 
@@ -358,7 +358,7 @@ def for_predict(preprocessor, x, batch_size=None, limits=None):
         return ModelInputs(dict(x=x, batch_size=batch_size), through_pipeline=True)
     if is_in_memory(x) and num_examples(x) == 0:
         return ModelInputs(dict(x=x, batch_size=batch_size), empty=True)
-    return ModelInputs(dict(x=_prepared(preprocessor, x), batch_size=batch_size))
+    return ModelInputs(dict(x=_prepared(preprocessor, x, limits=limits), batch_size=batch_size))
 
 
 # --- Tokenising ---------------------------------------------------------------------
@@ -404,12 +404,15 @@ def contains_strings(data):
     return False
 
 
-def preprocess_batch(preprocessor, batch, labelled_for=None):
+def preprocess_batch(preprocessor, batch, labelled_for=None, limits=None):
     """`batch` (`x`, `(x, y)` or `(x, y, sample_weight)`) with its text inputs run through `preprocessor`.
 
     `labelled_for`: `(method, num_classes)` where the batch must carry labels
     (`fit`, `evaluate`): they are checked as class ids or one-hot rows of
-    `num_classes` (read on the host; a batch's labels on a GPU are read back).
+    `num_classes`, and its sample weights as finite and >= 0 (read on the
+    host; a batch's labels on a GPU are read back). `limits`: the
+    classifier's `TokenLimits`, for a batch of token ids (by value on the
+    host, by shape on a device), as in-memory inputs are checked.
     """
     if isinstance(batch, list) and contains_strings(batch) and all(isinstance(s, (str, bytes)) for s in batch):
         batch = (batch,)  # a batch of texts alone, as `predict` takes them
@@ -422,6 +425,10 @@ def preprocess_batch(preprocessor, batch, labelled_for=None):
                 f"Received a batch of inputs alone ({type(x).__name__})"
             )
         check_class_labels("y", keras.ops.convert_to_numpy(y), num_classes)
+        if sample_weight is not None:
+            check_sample_weights("sample_weight", sample_weight, examples=num_examples(keras.ops.convert_to_numpy(y)))
+    if limits is not None and isinstance(x, dict):
+        limits.check(x, name="a batch's x")
     if preprocessor is not None and contains_strings(x):
         # A tuple of texts is texts, as torch's default collate gives them; a tuple of lists, sentence pairs.
         x = standardized_inputs(x, name="a batch's x")
@@ -433,13 +440,13 @@ def preprocess_batch(preprocessor, batch, labelled_for=None):
 class PreprocessedDataset(keras.utils.PyDataset):
     """A `keras.utils.PyDataset` whose batches of text go through a preprocessor as they are served."""
 
-    def __init__(self, dataset, preprocessor, labelled_for=None):
+    def __init__(self, dataset, preprocessor, labelled_for=None, limits=None):
         super().__init__(
             workers=dataset.workers,
             use_multiprocessing=dataset.use_multiprocessing,
             max_queue_size=dataset.max_queue_size,
         )
-        self.dataset, self.preprocessor, self.labelled_for = dataset, preprocessor, labelled_for
+        self.dataset, self.preprocessor, self.labelled_for, self.limits = dataset, preprocessor, labelled_for, limits
 
     @property
     def num_batches(self):
@@ -449,7 +456,7 @@ class PreprocessedDataset(keras.utils.PyDataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        return preprocess_batch(self.preprocessor, self.dataset[index], self.labelled_for)
+        return preprocess_batch(self.preprocessor, self.dataset[index], self.labelled_for, self.limits)
 
     def on_epoch_begin(self):
         self.dataset.on_epoch_begin()
@@ -458,13 +465,13 @@ class PreprocessedDataset(keras.utils.PyDataset):
         self.dataset.on_epoch_end()
 
 
-def _preprocessed_loader(loader, preprocessor, labelled_for):
+def _preprocessed_loader(loader, preprocessor, labelled_for, limits=None):
     """A torch `DataLoader` serving `loader`'s batches through `preprocessor` (in this process)."""
     import torch.utils.data
 
     class Preprocessed(torch.utils.data.IterableDataset):
         def __iter__(self):
-            return (preprocess_batch(preprocessor, batch, labelled_for) for batch in loader)
+            return (preprocess_batch(preprocessor, batch, labelled_for, limits) for batch in loader)
 
         def __len__(self):
             return len(loader)
@@ -478,15 +485,16 @@ def _is_torch_data_loader(data):
     return any(cls.__module__.startswith("torch.utils.data") and cls.__name__ == "DataLoader" for cls in classes)
 
 
-def preprocessed(data, preprocessor, labelled_for=None):
+def preprocessed(data, preprocessor, labelled_for=None, limits=None):
     """Batches of `data` with text tokenised by `preprocessor` as they are served; `data` itself without either.
 
     `data` is a `keras.utils.PyDataset`, a torch `DataLoader` or any
     iterable of batches (`x`, `(x, y)` or `(x, y, sample_weight)`). Batches
     that hold no text pass through as they are. With `labelled_for`
-    (`(method, num_classes)`), the labels of each batch of a `PyDataset`, a
-    `DataLoader` or (with a preprocessor) an iterable are checked as it is
-    served (see `preprocess_batch`).
+    (`(method, num_classes)`), the labels and sample weights of each batch of
+    a `PyDataset`, a `DataLoader` or (with a preprocessor) an iterable are
+    checked as it is served, and with `limits` its token ids (see
+    `preprocess_batch`).
 
     Example:
 
@@ -501,12 +509,12 @@ def preprocessed(data, preprocessor, labelled_for=None):
     >>> sorted(x), x["token_ids"].shape, y.tolist()
     (['padding_mask', 'token_ids'], (2, 64), [1, 0])
     """
-    if preprocessor is None and labelled_for is None:
+    if preprocessor is None and labelled_for is None and limits is None:
         return data
     if isinstance(data, keras.utils.PyDataset):
-        return PreprocessedDataset(data, preprocessor, labelled_for)
+        return PreprocessedDataset(data, preprocessor, labelled_for, limits)
     if _is_torch_data_loader(data):
-        return _preprocessed_loader(data, preprocessor, labelled_for)
+        return _preprocessed_loader(data, preprocessor, labelled_for, limits)
     if preprocessor is None or is_pipeline_dataset(data):  # Keras reads them as they are
         return data
-    return (preprocess_batch(preprocessor, batch, labelled_for) for batch in data)
+    return (preprocess_batch(preprocessor, batch, labelled_for, limits) for batch in data)

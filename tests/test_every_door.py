@@ -161,6 +161,40 @@ def test_token_id_dicts_that_do_not_fit_the_classifier_are_refused_at_every_door
     assert bare.predict(tokens(), verbose=0).shape == (8, 2)  # the good ones pass
 
 
+class Batches(keras.utils.PyDataset):
+    """Batches served one at a time, as a user's `PyDataset` serves them."""
+
+    def __init__(self, *batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def test_batches_served_one_at_a_time_are_checked_as_in_memory_data(classifier):
+    bare = SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False, sequence_length=8))
+    bare.compile(optimizer="adam")
+    before = bare.get_weights()
+    # Checked as each batch is served: a bad one stops the fit there (first here, so that nothing trained).
+    past_vocabulary = Batches((tokens(low=10_000, high=10_001), LABELS), (tokens(), LABELS))
+    for call in (lambda: bare.fit(past_vocabulary, verbose=0), lambda: bare.predict(past_vocabulary, verbose=0)):
+        with pytest.raises(ValueError, match=r"`a batch's x\['token_ids'\]` must hold ids in \[0, \d+\)"):
+            call()
+    weights = np.ones(8)
+    weights[3] = np.nan
+    with pytest.raises(ValueError, match=r"`sample_weight` must hold finite weights >= 0. Received: \[nan\]"):
+        bare.fit(Batches((tokens(), LABELS, weights)), verbose=0)
+    assert same_weights(before, bare)
+    model = SCLClassifier(classifier)
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"`a batch's x\[1\]` is of type NoneType"):
+        model.fit(Batches((["good", None, *TEXTS[2:]], LABELS)), verbose=0)
+
+
 # --- Empty inputs ----------------------------------------------------------------------------
 def test_no_example_gives_an_empty_result_where_one_exists_and_one_clear_error_elsewhere(model):
     assert model.predict([], verbose=0).shape == (0, 2)

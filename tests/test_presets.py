@@ -43,41 +43,45 @@ def trained(base, **kwargs):
     return model
 
 
-def predicted_in_a_new_process(folder, tmp_path):
-    """What `SCLClassifier.from_preset(folder)` predicts (logits, names, probabilities) in a fresh process."""
+def predicted_in_a_new_process(folders, tmp_path):
+    """What `SCLClassifier.from_preset(folder)` predicts (logits, names, probabilities) in one fresh process."""
     script = textwrap.dedent(
         f"""
-        import json, sys
+        import json
         import numpy as np
         import keras_scl
-        model = keras_scl.SCLClassifier.from_preset({str(folder)!r})
-        labels, probabilities = model.predict_labels({TEXTS!r}, verbose=0)
-        np.save({str(tmp_path / "logits.npy")!r}, model.predict({TEXTS!r}, verbose=0))
-        np.save({str(tmp_path / "probabilities.npy")!r}, probabilities)
-        json.dump({{"labels": [str(label) for label in labels], "names": model.label_names,
-                    "head": type(model.classifier).__name__, "embedding": model.embedding}},
-                  open({str(tmp_path / "loaded.json")!r}, "w"))
+        loaded = {{}}
+        for folder in {[str(folder) for folder in folders]!r}:
+            model = keras_scl.SCLClassifier.from_preset(folder)
+            labels, probabilities = model.predict_labels({TEXTS!r}, verbose=0)
+            loaded[folder] = {{"logits": model.predict({TEXTS!r}, verbose=0).tolist(), "labels": labels.tolist(),
+                              "probabilities": probabilities.tolist(), "names": model.label_names,
+                              "head": type(model.classifier).__name__, "embedding": model.embedding}}
+        json.dump(loaded, open({str(tmp_path / "loaded.json")!r}, "w"))
         """
     )
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads((tmp_path / "loaded.json").read_text())
-    return np.load(tmp_path / "logits.npy"), np.load(tmp_path / "probabilities.npy"), loaded
+    return json.loads((tmp_path / "loaded.json").read_text())
 
 
-@pytest.mark.parametrize("pooling", [None, "mean"], ids=["own_head", "mean_pooled"])
-def test_a_saved_preset_predicts_the_same_in_a_new_process_with_its_label_names(base, tmp_path, pooling):
-    model = trained(base, pooling=pooling, label_names=NAMES)
-    fresh = SCLClassifier.from_preset(base, pooling=pooling)
-    assert np.abs(fresh.predict(TEXTS, verbose=0) - model.predict(TEXTS, verbose=0)).max() > 0.05  # trained
-    model.save_to_preset(str(tmp_path / "preset"))
-    logits, probabilities, loaded = predicted_in_a_new_process(tmp_path / "preset", tmp_path)
-    np.testing.assert_allclose(logits, model.predict(TEXTS, verbose=0), rtol=1e-5, atol=1e-5)
-    labels, expected_probabilities = model.predict_labels(TEXTS, verbose=0)
-    assert loaded["labels"] == labels.tolist() and loaded["names"] == NAMES
-    np.testing.assert_allclose(probabilities, expected_probabilities, rtol=1e-5, atol=1e-6)
-    assert loaded["head"] == type(model.classifier).__name__ and loaded["embedding"] == model.embedding
+def test_saved_presets_of_either_head_predict_the_same_in_a_new_process_with_their_label_names(base, tmp_path):
+    models = {}
+    for pooling in (None, "mean"):  # the classifier's own head (start token), and a mean-pooled one
+        model = trained(base, pooling=pooling, label_names=NAMES)
+        fresh = SCLClassifier.from_preset(base, pooling=pooling)
+        assert np.abs(fresh.predict(TEXTS, verbose=0) - model.predict(TEXTS, verbose=0)).max() > 0.05  # trained
+        model.save_to_preset(str(tmp_path / str(pooling)))
+        models[str(tmp_path / str(pooling))] = model
+    loaded = predicted_in_a_new_process(list(models), tmp_path)
+    for folder, model in models.items():
+        np.testing.assert_allclose(loaded[folder]["logits"], model.predict(TEXTS, verbose=0), rtol=1e-5, atol=1e-5)
+        labels, probabilities = model.predict_labels(TEXTS, verbose=0)
+        assert loaded[folder]["labels"] == labels.tolist() and loaded[folder]["names"] == NAMES
+        np.testing.assert_allclose(loaded[folder]["probabilities"], probabilities, rtol=1e-5, atol=1e-6)
+        assert loaded[folder]["head"] == type(model.classifier).__name__
+        assert loaded[folder]["embedding"] == model.embedding
 
 
 def test_keras_hubs_own_loader_reads_a_saved_classifier_head_and_a_mean_pooled_one_comes_back_by_its_class(
