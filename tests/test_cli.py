@@ -59,7 +59,7 @@ def test_a_bad_argument_stops_before_anything_is_written_and_names_its_flag(tmp_
 
 
 def test_a_named_encoder_path_is_checked_before_the_paper_defaults_are(tmp_path, capsys):
-    """Naming an encoder switches to the paper's settings; a wrong path is still the error reported."""
+    """Naming an encoder switches to the paper's tasks and protocol; a wrong path is still the error reported."""
     with pytest.raises(SystemExit):
         few_shot().main(["--encoder", "./missing-checkpoint", "--tasks", "mini/films", "--output", str(tmp_path / "o")])
     error = capsys.readouterr().err.splitlines()[-1]
@@ -147,3 +147,15 @@ def test_a_bad_file_in_the_output_folder_stops_before_any_run_and_is_left_as_it_
     assert re.search(message, capsys.readouterr().err)
     assert (output / name).read_text() == text
     assert not (output / "runs.jsonl").exists() or name == "runs.jsonl"
+
+
+def test_the_help_says_what_naming_an_encoder_changes_and_shows_the_final_model_and_predict(capsys):
+    from keras_scl.experiments.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert stopped.value.code == 0
+    # The recipe is the default whatever the encoder; only --recipe paper gives the paper's fine-tuning.
+    assert "still under the few-shot recipe; --recipe paper gives the paper's fine-tuning" in text
+    assert "--final-model DIR" in text and "keras_scl.experiments predict --model" in text
