@@ -336,9 +336,12 @@ def _checked_texts(values, name):
 
 
 def _holds_text(values):
+    """Whether `values` (a sequence) holds text, also one level down: a list of lists of words is not texts."""
     if isinstance(values, np.ndarray):
         return values.dtype.kind in "US" or (values.dtype.kind == "O" and any(_is_text(v) for v in values.flat))
-    return isinstance(values, (list, tuple)) and any(_is_text(v) for v in values)
+    if not isinstance(values, (list, tuple)):
+        return False
+    return any(_is_text(v) or (isinstance(v, (list, tuple)) and any(map(_is_text, v))) for v in values)
 
 
 def standardized_inputs(x, name="x"):

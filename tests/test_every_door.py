@@ -118,6 +118,11 @@ def test_anything_but_text_among_texts_is_refused_at_every_door_naming_its_posit
     assert same_weights(before, model)
 
 
+def test_words_split_into_lists_are_not_texts(model):
+    with pytest.raises(ValueError, match=r"`x\[0\]` is of type list. Received: x\[0\]=\['a', 'fine', 'film'\]"):
+        model.predict([["a", "fine", "film"], ["a", "bore"]], verbose=0)
+
+
 def test_sentence_pairs_of_unequal_lengths_are_refused_at_every_door(model):
     pairs = (TEXTS, TEXTS[:7])
     for call in doors(model, pairs).values():
