@@ -24,6 +24,7 @@ HARNESS = (
     "tests/test_grid.py",
     "tests/test_offline.py",
     "tests/test_reruns.py",
+    "tests/test_selection.py",
 )
 
 

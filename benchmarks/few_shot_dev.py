@@ -1,28 +1,35 @@
-"""Recipe variants on the development side of the drug reviews: never scored on the test file.
+"""Where SCL pays: recipe variants at equal labels, on the development side of the drug reviews only.
 
-    KERAS_BACKEND=torch python benchmarks/few_shot_dev.py --tasks drugs-condition --subsamples 5 \\
-        --variants 5e-5:32 5e-5:32:refit --scl-weights 0.0 0.5
+    KERAS_BACKEND=torch python benchmarks/few_shot_dev.py --tasks drugs-rating drugs-condition --size 20 \\
+        --subsamples 10 --variants lambda=0 lambda=0.9 lambda=0.9,tau=0.1 lambda=1,head=refit
 
 What a change to `keras_scl.few_shot_recipe` is tried on before
-`few_shot_vs_setfit.py` measures it on the test file. The tasks, the
-subsamples and the validation set are the benchmark's (N = 20, MiniLM-L6,
-128 tokens); each run is also scored on a development set: up to 200 reviews
-of the training file outside its subsample and the validation set. Every
-run records, at its start (the frozen-encoder probe: the head
-`fit_linear_head` fits) and after each round, the validation and development
-accuracy of the head as trained and of a head refitted on that round's
-embeddings, and the same for the average of the start's and the last
-round's weights (WiSE-FT). The summary prints, per variant (peak learning
-rate, steps, and `:refit` for `few_shot_recipe`'s default `refit_head=True`) and λ, the
-probe's development accuracy and that of the model each rule ends with
-(`RULES`: the best-validation checkpoint with its trained head, or of both
-heads (what the recipe keeps), the last one, refitted or not, the WiSE
-average), each with its paired difference to the probe. Records go
-to `--output` (JSON lines, resumable).
+`few_shot_vs_setfit.py` measures it on the test file. Every run trains on
+its N labelled examples and nothing else, as a user with N labels would:
+the recipe gets no validation set, so it ends on its last step. It is scored
+on a development set that no method ever trains or selects on: up to 200
+reviews of the drug reviews' *training* file outside its subsample (the test
+file is never read). The subsamples are the benchmark's (balanced, MiniLM-L6,
+128 tokens); `--label-noise F` flips a fraction F of each subsample's labels
+(the development labels stay clean), as the paper's robustness experiment did.
+
+A variant is `key=value` pairs joined by commas (unnamed keys keep the
+recipe's defaults): `lambda` (λ, 0 is CE), `lambda_from` (λ moved linearly
+from this value at the first step to `lambda` at the last, by
+`ParamScheduler`), `tau` (τ), `steps`, `lr`, `memory`
+(`SCLClassifier(memory_size=...)`: labelled embeddings of past batches as
+extra contrast), `views` (`few_shot_recipe(views=2)`: two dropout views of
+each example, every anchor has a positive) and `head` (`trained`:
+the head as the recipe leaves it, `refit`: a logistic regression refitted on
+the fine-tuned embeddings of the N examples, SetFit's head). Each record
+holds the probe's development accuracy (the recipe's start) and the last
+step's, with both heads; the summary prints per (task, N, noise) each
+variant's development accuracy and its paired difference to `--baseline`
+(mean, 95 % interval, paired t-test). Records go to `--output` (JSON lines,
+resumable).
 """
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -36,6 +43,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 import few_shot_vs_setfit as benchmark  # noqa: E402
 import numpy as np  # noqa: E402
 
+VARIANT_KEYS = {
+    "lambda": float, "lambda_from": float, "tau": float, "steps": int, "lr": float, "memory": int, "views": int,
+    "head": str,
+}  # fmt: skip
+
+
+def parse_variant(text):
+    """`{"lambda": 0.9, ...}` of a variant's `key=value,...` text; unknown keys and bad values raise, naming them.
+
+    >>> parse_variant("lambda=0.9,tau=0.1,head=refit")
+    {'lambda': 0.9, 'tau': 0.1, 'head': 'refit'}
+    """
+    variant = {}
+    for pair in text.split(","):
+        key, _, value = pair.partition("=")
+        if key not in VARIANT_KEYS:
+            raise ValueError(f"variant {text!r}: unknown key {key!r}; known: {sorted(VARIANT_KEYS)}")
+        variant[key] = VARIANT_KEYS[key](value)
+    if variant.get("head", "trained") not in ("trained", "refit"):
+        raise ValueError(f"variant {text!r}: head is 'trained' or 'refit'. Received: {variant['head']!r}")
+    return variant
+
 
 def development_positions(labels, used, size=200, seed=0):
     """Up to `size` positions of `labels` outside `used`, drawn once by `seed` (the same for every variant)."""
@@ -43,45 +72,24 @@ def development_positions(labels, used, size=200, seed=0):
     return np.sort(np.random.default_rng(seed).permutation(rest)[:size])
 
 
-def _rounds_callback():
-    import keras
-
-    class Rounds(keras.callbacks.Callback):
-        """`values`: `score()` at the recipe's start (the probe) and after each round; `wise`: at the last round,
-        `score()` of the average of the start's and the last round's weights (WiSE-FT, Wortsman et al. 2022)."""
-
-        def __init__(self, score):
-            super().__init__()
-            self.score, self.values, self.wise = score, [], None
-
-        def on_train_begin(self, logs=None):
-            self.start, self.values = self.model.get_weights(), [self.score()]
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.values.append(self.score())
-            if epoch + 1 == self.params["epochs"]:
-                last = self.model.get_weights()
-                self.model.set_weights([(a + b) / 2 for a, b in zip(self.start, last, strict=True)])
-                self.wise = self.score()
-                self.model.set_weights(last)
-
-    return Rounds
-
-
 def runs_of_task(task_name, args, done, output):
     import keras
+    from keras.optimizers.schedules import PolynomialDecay
 
+    from keras_scl import ParamScheduler
     from keras_scl import SCLClassifier
     from keras_scl import SupervisedContrastiveLoss
     from keras_scl import few_shot_recipe
+    from keras_scl.experiments.data.protocol import flip_labels
     from keras_scl.experiments.encoders import text_classifier
     from keras_scl.heads import MeanPooledTextClassifier
     from keras_scl.probe import softmax_regression
+    from keras_scl.recipe import recipe_steps
     from keras_scl.tapping import linear_head
 
     train, test = benchmark.write_task(task_name, args.output.parent / "data" / task_name)
-    subsamples = argparse.Namespace(size=20, subsamples=args.subsamples, sequence_length=128, seed=0)
-    task, splits = benchmark.the_subsamples(train, test, subsamples)
+    subsamples = argparse.Namespace(size=args.size, subsamples=args.subsamples, sequence_length=128, seed=0)
+    task, splits = benchmark.the_subsamples(train, test, subsamples)  # only its training subsamples are used
     labels, num_classes = task.train.labels, task.spec.num_classes
     base, _ = text_classifier("minilm", num_classes, sequence_length=128)
     classifier = MeanPooledTextClassifier(base.backbone, num_classes, preprocessor=base.preprocessor)
@@ -90,117 +98,122 @@ def runs_of_task(task_name, args, done, output):
     classifier.preprocessor = None
     features_model, head = linear_head(classifier)
     initial = classifier.get_weights()
-    Rounds = _rounds_callback()  # noqa: N806
 
     def take(positions):
         return {key: value[positions] for key, value in tokens.items()}
 
-    def scorer(positions, development):
-        """Validation and development accuracy of the head as trained and of a head refitted on `positions`."""
-        scored = np.concatenate([positions, splits.validation, development])
+    def scores(positions, train_labels, development):
+        """Development accuracy of the head as it is and of a head refitted on the N examples' embeddings."""
+        scored = np.concatenate([positions, development])
         features = np.asarray(features_model.predict(take(scored), batch_size=64, verbose=0), dtype=np.float64)
         train_part, rest = features[: len(positions)], features[len(positions) :]
-        parts = {"val": slice(0, len(splits.validation)), "dev": slice(len(splits.validation), None)}
-        truth = labels[np.concatenate([splits.validation, development])]
-        heads = {"": (keras.ops.convert_to_numpy(head.kernel), keras.ops.convert_to_numpy(head.bias))}
-        heads["_refit"] = softmax_regression(train_part, labels[positions], num_classes)
-        scores = {}
-        for suffix, (kernel, bias) in heads.items():
-            right = np.argmax(rest @ kernel + bias, axis=1) == truth
-            scores.update({name + suffix: float(np.mean(right[part])) for name, part in parts.items()})
-        return scores
+        kernel, bias = keras.ops.convert_to_numpy(head.kernel), keras.ops.convert_to_numpy(head.bias)
+        refit_kernel, refit_bias = softmax_regression(train_part, train_labels, num_classes)
+        truth = labels[development]
+        return {
+            "trained": float(np.mean(np.argmax(rest @ kernel + bias, axis=1) == truth)),
+            "refit": float(np.mean(np.argmax(rest @ refit_kernel + refit_bias, axis=1) == truth)),
+        }
 
-    validation = (take(splits.validation), labels[splits.validation])
-    for subsample, (variant, scl_weight) in itertools.product(
-        range(args.subsamples), itertools.product(args.variants, args.scl_weights)
-    ):
-        key = f"{task_name}|{subsample}|{variant}|{scl_weight}"
-        if key in done:
-            continue
+    def scored_at_start(into, *arguments):
+        """A callback that puts `scores(*arguments)` into `into` as training begins: after the recipe's probe."""
+        return keras.callbacks.LambdaCallback(on_train_begin=lambda logs: into.update(scores(*arguments)))
+
+    for subsample in range(args.subsamples):
         positions = splits.train[subsample]
-        development = development_positions(labels, np.concatenate([positions, splits.validation]))
-        learning_rate, steps, *refit = variant.split(":")
-        classifier.set_weights(initial)
-        keras.utils.set_random_seed(1000 + subsample)
-        model = SCLClassifier(classifier, scl_weight=scl_weight, embedding="mean")
-        model.compile(optimizer="adam", loss=SupervisedContrastiveLoss(temperature=0.3))  # the recipe keeps the loss
-        rounds = Rounds(lambda positions=positions, development=development: scorer(positions, development))
-        start = time.perf_counter()
-        history = few_shot_recipe(
-            model,
-            take(positions),
-            labels[positions],
-            validation_data=validation,
-            steps=int(steps),
-            learning_rate=float(learning_rate),
-            refit_head=refit == ["refit"],
-            callbacks=[rounds],
-        )
-        seconds = time.perf_counter() - start
-        record = {
-            "key": key, "task": task_name, "subsample": subsample, "variant": variant, "scl_weight": scl_weight,
-            "rounds": rounds.values, "wise": rounds.wise, "best_epoch": history.history["best_epoch"][-1],
-            "seconds": round(seconds, 1), "development_size": len(development),
-        }  # fmt: skip
-        with open(output, "a") as file:
-            file.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        development = development_positions(labels, positions)
+        train_labels = labels[positions]
+        if args.label_noise:
+            train_labels, _ = flip_labels(train_labels, args.label_noise, num_classes, seed=[0, subsample])
+        for text in args.variants:
+            key = f"{task_name}|{args.size}|{args.label_noise}|{subsample}|{text}"
+            if key in done:
+                continue
+            variant = parse_variant(text)
+            classifier.set_weights(initial)
+            keras.utils.set_random_seed(1000 + subsample)
+            scl_weight, memory_size = variant.get("lambda", 0.9), variant.get("memory", 0)
+            model = SCLClassifier(classifier, scl_weight=scl_weight, embedding="mean", memory_size=memory_size)
+            model.compile(optimizer="adam", loss=SupervisedContrastiveLoss(temperature=variant.get("tau", 0.3)))
+            start = time.perf_counter()
+            probe = {}
+            callbacks = [scored_at_start(probe, positions, train_labels, development)]
+            steps = variant.get("steps") or recipe_steps(len(positions))
+            if "lambda_from" in variant:
+                ramp = PolynomialDecay(variant["lambda_from"], steps - 1, end_learning_rate=model.scl_weight, power=1.0)
+                callbacks.append(ParamScheduler({"scl_weight": ramp}, per="step"))
+            few_shot_recipe(
+                model,
+                take(positions),
+                train_labels,
+                steps=steps,
+                learning_rate=variant.get("lr", 5e-5),
+                views=variant.get("views", 1),
+                callbacks=callbacks,
+            )
+            seconds = time.perf_counter() - start
+            record = {
+                "key": key, "task": task_name, "n": args.size, "label_noise": args.label_noise,
+                "subsample": subsample, "variant": text, "probe": probe,
+                "last": scores(positions, train_labels, development),
+                "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+                "seconds": round(seconds, 1), "development_size": len(development),
+            }  # fmt: skip
+            with open(output, "a") as file:
+                file.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
 
 
-def _chosen(rounds, suffixes=("",)):
-    """The development accuracy of the best validation accuracy among the rounds' heads named by `suffixes`
-    (`""`: as trained, `"_refit"`: refitted); ties: the earliest round, then the first suffix. `("", "_refit")`
-    is how `BestWeights(refit=...)` chooses."""
-    candidates = [(round_["val" + suffix], -number, -order, round_["dev" + suffix])
-                  for number, round_ in enumerate(rounds) for order, suffix in enumerate(suffixes)]  # fmt: skip
-    return max(candidates)[-1]
+def accuracy(record):
+    """The development accuracy of a run's model: its last step, with the head its variant names."""
+    return record["last"][parse_variant(record["variant"]).get("head", "trained")]
 
 
-# Each rule: a run's record -> the development accuracy of the model that rule ends with.
-RULES = {
-    "kept": lambda record: _chosen(record["rounds"]),
-    "kept of both heads": lambda record: _chosen(record["rounds"], ("", "_refit")),
-    "last": lambda record: record["rounds"][-1]["dev"],
-    "last + refit": lambda record: record["rounds"][-1]["dev_refit"],
-    "kept of refits": lambda record: _chosen(record["rounds"], ("_refit",)),
-    "WiSE": lambda record: record["wise"]["dev"],
-    "WiSE + refit": lambda record: record["wise"]["dev_refit"],
-}
-
-
-def summary(records):
-    """Per task, variant and λ: the probe's development accuracy and each rule's, with its paired Δ to the probe."""
-    lines = ["| task | variant | λ | runs | probe | " + " | ".join(f"{rule} (Δ)" for rule in RULES) + " |"]
-    lines.append("|---" * (5 + len(RULES)) + "|")
+def summary(records, baseline):
+    """Per (task, N, noise): each variant's development accuracy, and its paired Δ to `baseline` (and the probe)."""
+    lines = ["| task | N | noise | variant | runs | dev accuracy (%) | Δ vs baseline, 95 % CI, p | Δ vs probe | s |"]
+    lines.append("|---" * 9 + "|")
     groups = {}
     for record in records:
-        groups.setdefault((record["task"], record["variant"], record["scl_weight"]), []).append(record)
-    for (task, variant, scl_weight), runs in sorted(groups.items()):
-        probe = 100 * np.array([run["rounds"][0]["dev"] for run in runs])
-        cells = []
-        for rule in RULES.values():
-            values = 100 * np.array([rule(run) for run in runs])
-            cells.append(f"{values.mean():.1f} ({(values - probe).mean():+.1f})")
-        row = [task, variant, scl_weight, len(runs), f"{probe.mean():.1f}", *cells]
-        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+        groups.setdefault((record["task"], record["n"], record["label_noise"]), {}).setdefault(record["variant"], {})[
+            record["subsample"]
+        ] = record
+    for (task, n, noise), variants in sorted(groups.items()):
+        for name, runs in variants.items():
+            values = 100 * np.array([accuracy(run) for run in runs.values()])
+            probe = 100 * np.array([run["probe"]["trained"] for run in runs.values()])
+            versus = "–"
+            if name != baseline and baseline in variants:
+                shared = sorted(set(runs) & set(variants[baseline]))
+                ours = {s: {"test_accuracy": accuracy(runs[s])} for s in shared}
+                theirs = {s: {"test_accuracy": accuracy(variants[baseline][s])} for s in shared}
+                mean, (low, high), p, count = benchmark.paired(ours, theirs)
+                versus = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}], p {p:.2g} ({count})"
+            seconds = np.mean([run["seconds"] for run in runs.values()])
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            cells = [task, n, noise, name, len(runs), f"{values.mean():.1f} ± {spread:.1f}", versus,
+                     f"{(values - probe).mean():+.1f}", f"{seconds:.0f}"]  # fmt: skip
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(benchmark.TASKS), choices=benchmark.TASKS)
-    parser.add_argument("--subsamples", type=int, default=5)
-    parser.add_argument(
-        "--variants", nargs="+", default=["5e-5:32:refit"], help="lr:steps[:refit] (refitted heads judged too)"
-    )
-    parser.add_argument("--scl-weights", nargs="+", type=float, default=[0.0, 0.5])
+    parser.add_argument("--size", type=int, default=20, help="N, balanced over the classes")
+    parser.add_argument("--subsamples", type=int, default=10)
+    parser.add_argument("--label-noise", type=float, default=0.0, help="fraction of each subsample's labels flipped")
+    parser.add_argument("--variants", nargs="+", default=["lambda=0", "lambda=0.9"])
+    parser.add_argument("--baseline", help="the variant the others are paired with (default: the first)")
     parser.add_argument("--output", type=Path, default=Path("runs/few_shot_dev/records.jsonl"))
     args = parser.parse_args(argv)
+    for text in args.variants:
+        parse_variant(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     read = lambda: [json.loads(line) for line in args.output.read_text().splitlines()] if args.output.exists() else []  # noqa: E731
     for task_name in args.tasks:
         runs_of_task(task_name, args, {record["key"] for record in read()}, args.output)
-    print(summary(read()))
+    print(summary(read(), args.baseline or args.variants[0]))
 
 
 if __name__ == "__main__":

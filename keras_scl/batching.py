@@ -321,6 +321,11 @@ class ClassBalancedBatches(InMemoryBatches):
         num_batches: Batches per epoch. Defaults to `ceil(n / batch_size)`.
         seed: Seed of the draws. Defaults to `None` (NumPy's global
             generator).
+        views: Copies of each drawn example in its batch (a batch holds
+            `batch_size * views` rows). In training, dropout makes each copy
+            another view of the example, which SCL takes as a positive
+            (SimCSE's trick, Gao et al. 2021): every anchor has one, even
+            the only example of its class. Defaults to `1`.
 
     Example:
 
@@ -331,19 +336,26 @@ class ClassBalancedBatches(InMemoryBatches):
     >>> batches = ClassBalancedBatches(texts, labels, batch_size=4, seed=0)
     >>> [np.bincount(y, minlength=2).tolist() for _, y in batches]
     [[2, 2], [2, 2]]
+    >>> viewed = ClassBalancedBatches(texts, labels, batch_size=4, seed=0, views=2)
+    >>> viewed[0][0][:4].tolist()  # each example twice, side by side
+    ['good', 'good', 'fine', 'fine']
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
     >>> model.compile(optimizer="adam")
     >>> model.fit(batches, epochs=1, verbose=0).history["positive_fraction"]
     [1.0]
     """
 
-    def __init__(self, x, y, sample_weight=None, batch_size=32, examples_per_class=2, num_batches=None, seed=None):
+    def __init__(
+        self, x, y, sample_weight=None, batch_size=32, examples_per_class=2, num_batches=None, seed=None, views=1
+    ):
         super().__init__(x, y, sample_weight, batch_size)
+        check_integer("views", views, 1)
+        self.views = views
         self.sampler = ClassBalancedSampler(self.y, batch_size, examples_per_class, num_batches, seed)
         self._start()
 
     def _plan_epoch(self):
-        return list(self.sampler)
+        return [np.repeat(batch, self.views) for batch in self.sampler]
 
 
 def class_balanced_dataset(

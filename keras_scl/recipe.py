@@ -68,6 +68,7 @@ def few_shot_recipe(
     evaluations=4,
     linear_probe=True,
     refit_head=True,
+    views=1,
     callbacks=None,
     verbose=0,
 ):
@@ -103,6 +104,10 @@ def few_shot_recipe(
             head refitted on its encoder's features of `x`, the better of the
             two kept (`BestWeights(refit=...)`; only with `validation_data`).
             Defaults to `True`.
+        views: Copies of each example in its batch, each another dropout
+            view of it, so that every anchor of the SCL term has a positive
+            (`ClassBalancedBatches(views=...)`); a step then costs `views`
+            times as much. Defaults to `1`.
         callbacks: More callbacks for `fit`. Defaults to `None`.
         verbose: `fit`'s verbosity. Defaults to `0`.
 
@@ -130,6 +135,7 @@ def few_shot_recipe(
     check_number("weight_decay", weight_decay, low=0)
     check_bool("linear_probe", linear_probe)
     check_bool("refit_head", refit_head)
+    check_integer("views", views, 1)
     evaluations = min(evaluations, steps)
     steps_per_round = math.ceil(steps / evaluations)
     steps = steps_per_round * evaluations
@@ -149,7 +155,8 @@ def few_shot_recipe(
         metrics=["accuracy"],
         fast_step=getattr(model, "fast_step", True),
     )
-    # Two examples of a class per batch give each anchor a positive; a class of one cannot.
+    # Two examples of a class per batch give each anchor a positive; a class of one cannot (but with
+    # views, an example's other view is one).
     examples_per_class = 2 if np.unique(labels, return_counts=True)[1].min() >= 2 else 1
     batches = ClassBalancedBatches(
         x,
@@ -157,6 +164,7 @@ def few_shot_recipe(
         batch_size=min(batch_size, len(labels)),
         examples_per_class=min(examples_per_class, min(batch_size, len(labels))),
         num_batches=steps_per_round,
+        views=views,
     )
     recipe_callbacks = [LinearProbe(x, labels)] if linear_probe else []
     if validation_data is not None:

@@ -26,7 +26,7 @@ def few_shot():
         ),
         (["--epochs", "0"], r"argument --epochs: `epochs` must be a positive integer"),
         (["--subsamples", "0"], r"argument --subsamples: `num_subsamples` must be a positive integer"),
-        (["--validation-size", "-5"], r"argument --validation-size: `validation_size` must be a positive integer"),
+        (["--validation-size", "-5"], r"argument --validation-size: `validation_size` must be an integer >= 0"),
         (["--scl-weight", "2"], r"argument --scl-weight: `scl_weight` must be a number >= 0 and <= 1"),
         (["--temperature", "0"], r"argument --temperature: `temperature` must be a number > 0"),
         (["--label-noise", "1.5"], r"argument --label-noise: `label_noise` must be a number >= 0 and < 1"),

@@ -38,7 +38,7 @@ def test_the_choice_is_the_best_mean_validation_accuracy_never_the_test_accuracy
     selected, choices = select_grid(runs_of(grid))
     choice = choices[("t", 20)]
     assert (choice["temperature"], choice["scl_weight"]) == (0.3, 0.5)
-    assert choice["val_accuracy"] == pytest.approx(0.71)
+    assert choice["selection_accuracy"] == pytest.approx(0.71)
     assert choice["candidates"] == pytest.approx({"τ=0.1, λ=0.5": 0.7, "τ=0.3, λ=0.5": 0.71, "τ=0.3, λ=0.9": 2 / 3})
     chosen = [run for run in selected if run["loss"] == "ce+scl"]
     assert len(chosen) == 3 and {run["test_accuracy"] for run in chosen} == {0.10}

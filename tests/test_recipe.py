@@ -100,3 +100,27 @@ def test_the_recipe_judges_refitted_heads_too_and_ends_on_the_better_checkpoint(
     assert refitted == (history.history["best_refit"][-1] == 1.0 or history.history["best_epoch"][-1] == -1)
     with pytest.raises(ValueError, match="`refit_head` must be"):
         few_shot_recipe(model(), TEXTS, LABELS, refit_head=1)
+
+
+def test_views_give_every_anchor_a_positive_even_the_only_example_of_its_class():
+    texts, labels = ["good", "fine", "great", "lovely", "bad"], np.array([1, 1, 1, 1, 0])  # "bad" is alone
+    settings = dict(steps=3, evaluations=3, batch_size=2, linear_probe=False)  # a batch: one example per class
+    plain = few_shot_recipe(model(scl_weight=0.5), texts, labels, **settings)
+    assert plain.history["positive_fraction"] == [0.0, 0.0, 0.0]
+    viewed = few_shot_recipe(model(scl_weight=0.5), texts, labels, views=2, **settings)
+    assert viewed.history["positive_fraction"] == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="`views` must be a positive integer. Received: views=0"):
+        few_shot_recipe(model(), texts, labels, views=0)
+
+
+def test_a_scheduled_scl_weight_moves_step_by_step_to_its_end_value_and_is_put_back():
+    from keras.optimizers.schedules import PolynomialDecay
+
+    from keras_scl import ParamScheduler
+
+    recipe_model = model(scl_weight=0.5)
+    ramp = ParamScheduler({"scl_weight": PolynomialDecay(1.0, 7, end_learning_rate=0.5, power=1.0)}, per="step")
+    history = few_shot_recipe(recipe_model, TEXTS, LABELS, steps=8, evaluations=2, callbacks=[ramp])
+    # The value each round's last step used: step 3 (1 - 3/7 · 0.5) and step 7 (the end value).
+    assert history.history["scl_weight"] == pytest.approx([1.0 - 3 / 14, 0.5])
+    assert recipe_model.scl_weight == pytest.approx(0.5)

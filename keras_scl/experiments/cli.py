@@ -13,9 +13,12 @@ tasks shipped in the package and the pretrained MiniLM-L6 of the `minilm`
 extra (or a tiny random RoBERTa where that extra is missing), with settings
 sized for a few minutes on two CPU cores
 (`keras_scl.experiments.settings.EMBEDDED_DEFAULTS`). With --train, your
-file is the task (10 examples per class, 10 subsamples, 100 validation rows
-from the file), and --final-model DIR hands over a classifier trained on all
-its rows. Name a KerasHub preset or a checkpoint folder with --encoder and
+file is the task (10 examples per class, 10 subsamples) and the runs train
+on those labels and nothing else, as you would with that many: no
+validation set (--validation-size V takes V more rows of the file for one),
+one τ and λ and the recipe's last step; --cv-folds K chooses a grid inside
+the N examples instead. --final-model DIR hands over a classifier trained on
+all its rows. Name a KerasHub preset or a checkpoint folder with --encoder and
 the tasks and protocol become the paper's (SST-2, QNLI and MNLI from TFDS,
 N = 20, 100, 1000, 10 subsamples, top 3, 500 validation examples), still
 under the few-shot recipe; --recipe paper gives the paper's fine-tuning
@@ -54,6 +57,7 @@ from keras_scl.experiments.settings import FILE_DEFAULTS
 from keras_scl.experiments.settings import LOSSES
 from keras_scl.experiments.settings import NAMED_ENCODERS
 from keras_scl.experiments.settings import RECIPES
+from keras_scl.experiments.settings import UNCHOSEN_DEFAULTS
 from keras_scl.experiments.settings import ConfigError
 from keras_scl.experiments.settings import ExperimentConfig
 
@@ -114,7 +118,18 @@ def argument_parser():
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--sequence-length", type=int)
-    parser.add_argument("--validation-size", type=int, help="validation examples drawn from the evaluation split")
+    parser.add_argument(
+        "--validation-size",
+        type=int,
+        help="validation examples drawn from the evaluation split (for --train, from the file); 0: none, the runs "
+        "train on their N labels and nothing else (the default for --train)",
+    )
+    parser.add_argument(
+        "--cv-folds",
+        type=int,
+        help="with --validation-size 0: choose τ, λ, the top k and the final model's loss by a K-fold "
+        "cross-validation inside each subsample's N examples (K more trainings per run)",
+    )
     parser.add_argument("--label-noise", type=float, help="fraction of training labels flipped")
     parser.add_argument("--augmentation", help="extra training rows (.jsonl, .csv, .tsv; columns idx and/or label)")
     parser.add_argument("--per-class", action="store_true", default=None, help="N examples per class")
@@ -176,10 +191,15 @@ def _settings(arguments):
     elif embedded:
         defaults.update(EMBEDDED_DEFAULTS, **(EMBEDDED_PAPER_DEFAULTS if recipe == "paper" else {}))
     settings = {**defaults, **given}
-    if "top_k" not in given and isinstance(settings.get("num_subsamples"), int):
-        # The default top k of fewer subsamples.
-        default_top_k = settings.get("top_k", ExperimentConfig.top_k)
-        settings["top_k"] = max(1, min(default_top_k, settings["num_subsamples"]))
+    validation_size = settings.get("validation_size", ExperimentConfig.validation_size)
+    nothing_chooses = validation_size == 0 and not given.get("cv_folds")
+    if recipe == "few_shot" and nothing_chooses:  # one (τ, λ): a grid would need a validation set to choose
+        settings.update({name: value for name, value in UNCHOSEN_DEFAULTS.items() if name not in given})
+    subsamples = settings.get("num_subsamples", ExperimentConfig.num_subsamples)
+    if "top_k" not in given and isinstance(subsamples, int):
+        # The default top k of fewer subsamples; with nothing to rank runs by, all of them.
+        default_top_k = subsamples if nothing_chooses else settings.get("top_k", ExperimentConfig.top_k)
+        settings["top_k"] = max(1, min(default_top_k, subsamples))
     return settings
 
 

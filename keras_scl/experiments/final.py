@@ -7,7 +7,9 @@ file), with what the experiment chose on its validation sets:
 
 - the loss: CE+SCL (at the τ and λ `reports.select_grid` chose) or CE,
   whichever had the higher mean validation accuracy at the largest N (CE+SCL
-  on a tie);
+  on a tie); without a validation set, the mean cross-validated accuracy
+  inside N (`--cv-folds`), and with neither, CE+SCL, the library's loss,
+  where it ran;
 - the recipe, learning rate, batch size and sequence length of the
   experiment; the few-shot recipe's step budget from the number of rows
   (`keras_scl.recipe.recipe_steps`) unless `--steps` was given; no
@@ -35,6 +37,7 @@ import numpy as np
 from keras_scl.experiments.data import augmentation_for
 from keras_scl.experiments.records import DivergedRun
 from keras_scl.experiments.reports import difference_cell
+from keras_scl.experiments.reports import mean_selection_accuracy
 from keras_scl.experiments.reports import paired_difference
 from keras_scl.experiments.reports import select_grid
 from keras_scl.experiments.reports import summarise
@@ -55,8 +58,8 @@ def chosen_settings(runs, task, losses):
     """What the experiment chose for `task`, from its runs: the loss, and τ and λ for CE+SCL.
 
     At the largest N the runs reached: the loss with the higher mean
-    validation accuracy (CE+SCL on a tie), and CE+SCL's (τ, λ) as
-    `select_grid` chose them.
+    validation (or cross-validated) accuracy, CE+SCL on a tie or where the
+    runs have neither; and CE+SCL's (τ, λ) as `select_grid` chose them.
 
     Example:
 
@@ -71,11 +74,13 @@ def chosen_settings(runs, task, losses):
     n = max(run["n"] for run in runs)
     selected, choices = select_grid(runs)
     validation = {
-        loss: float(np.mean([run["val_accuracy"] for run in selected if run["n"] == n and run["loss"] == loss]))
+        loss: mean_selection_accuracy([run for run in selected if run["n"] == n and run["loss"] == loss])
         for loss in losses
         if any(run["n"] == n and run["loss"] == loss for run in selected)
     }
-    loss = max(validation, key=lambda name: (validation[name], name == "ce+scl"))
+    if None in validation.values():  # nothing to choose by: the library's loss
+        validation = dict.fromkeys(validation)
+    loss = max(validation, key=lambda name: (validation[name] or 0.0, name == "ce+scl"))
     choice = choices.get((task, n), {}) if loss == "ce+scl" else {}
     return {
         "loss": loss,
@@ -182,10 +187,15 @@ def model_card(facts, runs, config):
     loss = "CE+SCL" if facts["loss"] == "ce+scl" else "CE"
     if facts["loss"] == "ce+scl":
         loss += f", τ {facts['temperature']}, λ {facts['scl_weight']}"
-    chosen_by = ", ".join(
-        f"{name.upper()} {_percent(value)} %" for name, value in sorted(facts["validation_accuracy"].items())
-    )
     unit = " per class" if config.per_class else ""
+    if None in facts["validation_accuracy"].values():
+        chosen_by = "the library's loss: no validation set or cross-validation chose"
+    else:
+        scores = ", ".join(
+            f"{name.upper()} {_percent(value)} %" for name, value in sorted(facts["validation_accuracy"].items())
+        )
+        kind = "validation" if config.validation_size else "cross-validated"
+        chosen_by = f"the higher mean {kind} accuracy at N = {facts['n']}{unit}: {scores}"
     lines = [
         f"# A text classifier for {task}, made by keras_scl",
         "",
@@ -197,7 +207,7 @@ def model_card(facts, runs, config):
         f"| encoder | {facts['encoder']} |",
         f"| classes | {classes} |",
         f"| trained on | every labelled row of `{facts['train_file']}`: {facts['train_rows']} rows |",
-        f"| loss | {loss} (the higher mean validation accuracy at N = {facts['n']}{unit}: {chosen_by}) |",
+        f"| loss | {loss} ({chosen_by}) |",
         f"| recipe | {facts['recipe']}: {facts['train_steps']} steps, batch {facts['batch_size']}, AdamW "
         f"{facts['learning_rate']:g}, sequence length {facts['sequence_length']} |",
         f"| text columns | {', '.join(facts['text_columns'])} |",

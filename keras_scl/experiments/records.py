@@ -50,10 +50,10 @@ _RECORD_FIELDS = {
     "n": int,
     "subsample": int,
     "loss": str,
-    "val_accuracy": float,
     "test_accuracy": float,
 }
-_OPTIONAL_FIELDS = {"temperature": float, "scl_weight": float}
+# A run without a validation set has no `val_accuracy`; one cross-validated inside N has `cv_accuracy`.
+_OPTIONAL_FIELDS = {"temperature": float, "scl_weight": float, "val_accuracy": float, "cv_accuracy": float}
 
 
 class HarnessFileError(ValueError):

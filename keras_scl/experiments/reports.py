@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_scl.experiments.data import selection_accuracy
 from keras_scl.experiments.data import top_k as best_by_validation
 from keras_scl.views import new_figure
 from keras_scl.views import plot_embeddings
@@ -22,6 +23,7 @@ from keras_scl.views import plot_embeddings
 __all__ = [
     "difference_cell",
     "markdown_table",
+    "mean_selection_accuracy",
     "paired_difference",
     "paired_p_value",
     "plot_accuracy_vs_n",
@@ -35,14 +37,17 @@ __all__ = [
 def select_grid(runs):
     """Per (task, N), the CE+SCL runs of the (τ, λ) with the best mean validation accuracy, as the paper chose.
 
-    Ties go to the earlier (τ, λ) in the order the runs were made (τ first,
-    then λ, as the grid is given). Runs without τ and λ (a single setting)
-    form one candidate.
+    Without a validation set, the mean cross-validated accuracy inside N
+    (`selection_accuracy`); a single (τ, λ) needs neither. Ties go to the
+    earlier (τ, λ) in the order the runs were made (τ first, then λ, as the
+    grid is given). Runs without τ and λ (a single setting) form one
+    candidate.
 
     Returns:
         `(selected, choices)`: the CE runs and the chosen CE+SCL runs; and
-        `{(task, n): {"temperature", "scl_weight", "val_accuracy", "candidates"}}`
-        with the mean validation accuracy of each candidate.
+        `{(task, n): {"temperature", "scl_weight", "selection_accuracy", "candidates"}}`
+        with the mean validation (or cross-validated) accuracy of each
+        candidate, `None` where its runs have neither.
 
     Example:
 
@@ -59,12 +64,14 @@ def select_grid(runs):
             candidates.setdefault(key, {}).setdefault((run.get("temperature"), run.get("scl_weight")), []).append(run)
     choices = {}
     for key, groups in candidates.items():
-        means = {pair: float(np.mean([run["val_accuracy"] for run in group])) for pair, group in groups.items()}
-        best = max(means, key=lambda pair: means[pair])  # the first of equal ones
+        means = {pair: mean_selection_accuracy(group) for pair, group in groups.items()}
+        if len(means) > 1 and None in means.values():
+            raise ValueError(f"{key}: a grid of (τ, λ) with no validation or cross-validated accuracy to choose by")
+        best = max(means, key=lambda pair: means[pair] or 0.0)  # the first of equal ones
         choices[key] = {
             "temperature": best[0],
             "scl_weight": best[1],
-            "val_accuracy": means[best],
+            "selection_accuracy": means[best],
             "candidates": {f"τ={pair[0]}, λ={pair[1]}": mean for pair, mean in means.items()},
         }
     selected = [
@@ -75,6 +82,12 @@ def select_grid(runs):
         == (choices[(run["task"], run["n"])]["temperature"], choices[(run["task"], run["n"])]["scl_weight"])
     ]
     return selected, choices
+
+
+def mean_selection_accuracy(runs):
+    """The mean `selection_accuracy` of runs, or `None` where they have none."""
+    values = [selection_accuracy(run) for run in runs]
+    return None if None in values else float(np.mean(values))
 
 
 def _groups(runs):
@@ -224,17 +237,18 @@ def markdown_table(runs, k=3):
         lines.append("")
     if any(len(choice["candidates"]) > 1 for choice in choices.values()):  # a grid, not one setting
         lines += [
-            "CE+SCL's τ and λ, chosen per task and N by mean validation accuracy over the subsamples "
-            "(the candidates' means in brackets).",
+            "CE+SCL's τ and λ, chosen per task and N by mean validation accuracy over the subsamples (without a "
+            "validation set: the mean accuracy of a cross-validation inside each subsample's N examples; the "
+            "candidates' means in brackets).",
             "",
-            "| task | N | τ | λ | validation accuracy (%) |",
+            "| task | N | τ | λ | validation or cross-validated accuracy (%) |",
             "|---|---|---|---|---|",
         ]
         for (task, n), choice in sorted(choices.items(), key=lambda item: (tasks.index(item[0][0]), item[0][1])):
             others = ", ".join(f"{name}: {100 * mean:.1f}" for name, mean in choice["candidates"].items())
             lines.append(
                 f"| {task} | {n} | {choice['temperature']} | {choice['scl_weight']} | "
-                f"{100 * choice['val_accuracy']:.1f} ({others}) |"
+                f"{100 * choice['selection_accuracy']:.1f} ({others}) |"
             )
         lines.append("")
     return "\n".join(lines)

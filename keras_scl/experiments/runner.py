@@ -35,6 +35,7 @@ import numpy as np
 
 from keras_scl.batching import take
 from keras_scl.experiments.data import augmentation_for
+from keras_scl.experiments.data import cross_validation_folds
 from keras_scl.experiments.data import few_shot_splits
 from keras_scl.experiments.data import flip_labels
 from keras_scl.experiments.data import load_task
@@ -244,6 +245,32 @@ def train_model(config, model, x, y, validation=None, verbose=0):
     return model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, verbose=verbose)
 
 
+def cross_validated_accuracy(labels, origins, folds, seed, train_and_score):
+    """The mean held-out accuracy over `folds` stratified folds of a training set's N examples.
+
+    Rows `origins == arange(N)` are the N examples; an augmentation row (made
+    from example `origins[row]`, or from none: -1) trains with its example,
+    so that nothing made from a held-out example is trained on while it is
+    scored. `train_and_score(train_rows, held_rows, fold)` trains a fresh
+    model on rows `train_rows` and returns its accuracy on `held_rows`; it
+    sees no other data (no validation or test set).
+
+    Example:
+
+    >>> labels, origins = np.array([0, 0, 1, 1, 1]), np.array([0, 1, 2, 3, 1])  # row 4 made from example 1
+    >>> seen = []
+    >>> score = lambda train, held, fold: seen.append((train.tolist(), held.tolist())) or 0.5 + 0.5 * fold
+    >>> cross_validated_accuracy(labels, origins, 2, 0, score), seen
+    (0.75, [([0, 3], [1, 2]), ([1, 2, 4], [0, 3])])
+    """
+    originals = np.flatnonzero(origins == np.arange(len(origins)))
+    accuracies = []
+    for fold, (train, held) in enumerate(cross_validation_folds(labels[originals], folds, seed)):
+        train_rows = np.flatnonzero(np.isin(origins, originals[train]) | (origins < 0))
+        accuracies.append(train_and_score(train_rows, originals[held], fold))
+    return float(np.mean(accuracies))
+
+
 class _TaskRunner:
     """Trains and evaluates the runs of one task: tokenises once, restores the initial weights per run."""
 
@@ -270,24 +297,47 @@ class _TaskRunner:
             self.classifiers[source] = (classifier, preprocessor, classifier.get_weights(), encoder)
         return self.classifiers[source]
 
-    def run(self, variant, n, subsample, train, validation, test, keep_embeddings):
-        """Trains one model; returns the run's record (and the test embeddings when asked).
-
-        `variant`: `(loss, τ, λ)`, with τ and λ `None` for CE.
-        """
+    def fresh_model(self, variant, seed):
+        """The compiled model of `variant` = `(loss, τ, λ)` from the initial weights, every random draw from `seed`."""
         loss, temperature, scl_weight = variant
-        config = self.config
-        classifier, preprocessor, initial_weights, encoder = self.classifier(loss)
-        classifier.set_weights(initial_weights)
-        seed = derived_seed(config.seed, self.task.name, n, subsample)
+        classifier = self.classifier(loss)[0]
+        classifier.set_weights(self.classifier(loss)[2])
         keras.utils.set_random_seed(seed)
         # Dropout layers draw from their own generators, whose state moves with every step: reset them,
         # so that a run's dropout does not depend on the runs before it in this process.
         generators = [variable for variable in classifier.variables if variable.name == "seed_generator_state"]
         for number, state in enumerate(generators):
             state.assign(np.array([derived_seed(seed, number), 0], dtype=keras.backend.standardize_dtype(state.dtype)))
-        model = compiled_model(config, classifier, temperature, scl_weight)
-        features, labels = train
+        return compiled_model(self.config, classifier, temperature, scl_weight)
+
+    def cross_validated(self, variant, seed, train):
+        """The mean held-out accuracy of `variant` over `cv_folds` folds of the run's training set `train`."""
+
+        def train_and_score(train_rows, held_rows, fold):
+            model = self.fresh_model(variant, derived_seed(seed, "fold", fold))
+            train_model(self.config, model, take(features, train_rows), labels[train_rows])
+            logits = model.predict(take(features, held_rows), batch_size=64, verbose=0)
+            return float(np.mean(np.argmax(logits, axis=-1) == labels[held_rows]))
+
+        features, labels, origins = train
+        folds_seed = derived_seed(self.config.seed, "folds", seed)
+        return cross_validated_accuracy(labels, origins, self.config.cv_folds, folds_seed, train_and_score)
+
+    def run(self, variant, n, subsample, train, validation, test, keep_embeddings):
+        """Trains one model; returns the run's record (and the test embeddings when asked).
+
+        `variant`: `(loss, τ, λ)`, with τ and λ `None` for CE. `train`:
+        `(features, labels, origins)` (see `_training_set`); `validation`:
+        `(features, labels)`, or `None` for none.
+        """
+        loss, temperature, scl_weight = variant
+        config = self.config
+        classifier, preprocessor, _, encoder = self.classifier(loss)
+        seed = derived_seed(config.seed, self.task.name, n, subsample)
+        # Cross-validation first: the run's own model below starts from the same state as without it.
+        cv_accuracy = self.cross_validated(variant, seed, train) if config.cv_folds else None
+        model = self.fresh_model(variant, seed)
+        features, labels, _ = train
         start = time.perf_counter()
         history = train_model(config, model, features, labels, validation)
         train_seconds = time.perf_counter() - start
@@ -308,10 +358,12 @@ class _TaskRunner:
             "train_seconds": round(train_seconds, 2),
             "examples_per_second": round(seen / train_seconds, 1),
             **{f"final_{name}": round(float(values[-1]), 5) for name, values in history.history.items()},
+            **({} if cv_accuracy is None else {"cv_accuracy": cv_accuracy, "cv_folds": config.cv_folds}),
         }
-        for split, (split_features, split_labels) in (("val", validation), ("test", test)):
-            logits = model.predict(split_features, batch_size=64, verbose=0)
-            record[f"{split}_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == split_labels))
+        for split, evaluated in (("val", validation), ("test", test)):
+            if evaluated is not None:
+                logits = model.predict(evaluated[0], batch_size=64, verbose=0)
+                record[f"{split}_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == evaluated[1]))
         check_finite(record, self.output / RUNS_FILE)  # a diverged run leaves no model, embeddings or record
         # float32: under a mixed policy they come out in bfloat16 or float16, which `.npz` cannot keep.
         embeddings = model.embed(test[0], batch_size=64, verbose=0).astype("float32") if keep_embeddings else None
@@ -471,6 +523,8 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar, fingerpri
     validation_source = task.train if any_split.validation_split == "train" else task.evaluation
     evaluation = {
         split: (preprocess_in_chunks(preprocessor, source.take(positions).inputs()), source.labels[positions])
+        if len(positions)
+        else None  # no validation set
         for split, source, positions in (
             ("val", validation_source, any_split.validation),
             ("test", task.evaluation, any_split.test),
@@ -484,12 +538,12 @@ def _run_task(runner, config, todo, splits, augmentation, output, bar, fingerpri
             f"left out of the test set, which keeps {len(task.evaluation)}"
         )
     for _, n, subsample, variant in todo:
-        features, labels, changes = _training_set(
+        features, labels, origins, changes = _training_set(
             task, train_features, splits[n].train[subsample], config, subsample, augmentation, preprocessor
         )
         keep_embeddings = subsample == 0
         record, embeddings = runner.run(
-            variant, n, subsample, (features, labels), evaluation["val"], evaluation["test"], keep_embeddings
+            variant, n, subsample, (features, labels, origins), evaluation["val"], evaluation["test"], keep_embeddings
         )
         record.update(changes, test_rows_in_train=task.test_rows_in_train, data_fingerprints=fingerprints or {})
         if embeddings is not None:
@@ -565,11 +619,14 @@ def _training_set(task, train_features, positions, config, subsample, augmentati
 
     Labels are flipped first; a row made from a training example (`idx`)
     takes that example's label, flipped or not, as a back-translation would.
-    Returns `(features, labels, {"flipped_labels": ..., "augmentation_rows": ...})`.
+    Returns `(features, labels, origins, {"flipped_labels": ..., "augmentation_rows": ...})`:
+    `origins[row]` is the example of the subsample (0 to N - 1) a row is or
+    was made from, -1 for an augmentation row made from none.
     """
     index_of, tokens = train_features
     features = take(tokens, [index_of[position] for position in positions.tolist()])
     labels = task.train.labels[positions]
+    origins = np.arange(len(positions))
     changes = {"flipped_labels": 0, "augmentation_rows": 0}
     if config.label_noise:
         labels, flipped = flip_labels(labels, config.label_noise, task.spec.num_classes, seed=[config.seed, subsample])
@@ -584,8 +641,9 @@ def _training_set(task, train_features, positions, config, subsample, augmentati
             )
             features = {name: np.concatenate([features[name], extra[name]]) for name in features}
             labels = np.concatenate([labels, extra_labels])
+            origins = np.concatenate([origins, np.asarray(sources, dtype=origins.dtype)])
             changes["augmentation_rows"] = len(rows)
-    return features, labels, changes
+    return features, labels, origins, changes
 
 
 def _progress_bar(total, initial, enabled):

@@ -20,6 +20,7 @@ __all__ = [
     "EMBEDDED_PAPER_DEFAULTS",
     "FEW_SHOT_DEFAULTS",
     "FILE_DEFAULTS",
+    "UNCHOSEN_DEFAULTS",
     "LOSSES",
     "NAMED_ENCODERS",
     "RECIPES",
@@ -55,8 +56,12 @@ EMBEDDED_PAPER_DEFAULTS = dict(epochs=5, learning_rate=2e-4)
 # set (per task and N) from a grid, as the paper did. Each point of the grid is a run per subsample:
 # the default grid is small (give lists for more: --temperature 0.1 0.3 0.5 --scl-weight 0.5 0.9).
 FEW_SHOT_DEFAULTS = dict(learning_rate=5e-5, temperature=(0.3,), scl_weight=(0.5, 0.9))
-# A user's file (`train_file`): N examples per class, 10 subsamples, 100 validation examples.
-FILE_DEFAULTS = dict(sizes=(10,), per_class=True, validation_size=100)
+# A user's file (`train_file`): N examples per class, 10 subsamples, and nothing else: no validation
+# set (a user with N labels has none). With V validation rows or --cv-folds K, a grid can be chosen.
+FILE_DEFAULTS = dict(sizes=(10,), per_class=True, validation_size=0)
+# The few-shot recipe's one setting where nothing chooses (no validation set, no cross-validation):
+# the recipe's last step at this (τ, λ) (see benchmarks/README.md, "Where SCL pays").
+UNCHOSEN_DEFAULTS = dict(temperature=(0.3,), scl_weight=(0.9,))
 
 
 class ConfigError(ValueError):
@@ -207,12 +212,14 @@ def _check_data_files(config):
     counts = np.bincount(task.train.labels, minlength=task.spec.num_classes)
     for n in config.sizes:
         needed = n if config.per_class else (-(-n // task.spec.num_classes) if config.balanced else 1)
-        short = {task.spec.labels[i]: int(count) for i, count in enumerate(counts) if count < needed + 1}
+        besides = 1 if config.validation_size else 0
+        short = {task.spec.labels[i]: int(count) for i, count in enumerate(counts) if count < needed + besides}
         if config.per_class and short:
+            and_validation = ", and validation examples besides," if besides else ""
             raise ConfigError(
                 "sizes",
-                f"{config.train_file}: N={n} examples per class, and validation examples besides, but these labels "
-                f"have too few training rows (label: rows): {short}",
+                f"{config.train_file}: N={n} examples per class{and_validation} but these labels have too few "
+                f"training rows (label: rows): {short}",
             )
         if n > len(task.train.labels) - config.validation_size:
             raise ConfigError(
@@ -227,6 +234,34 @@ def _check_top_k(config):
         raise ConfigError(
             "top_k",
             f"`top_k` ({config.top_k}) cannot exceed the subsamples per cell (num_subsamples={config.num_subsamples}).",
+        )
+
+
+def _check_selection(config):
+    """What chooses among runs: a validation set, cross-validation inside N (`cv_folds`), or nothing to choose."""
+    if config.cv_folds == 1:
+        raise ConfigError("cv_folds", "`cv_folds` is 0 (none) or at least 2 folds. Received: cv_folds=1")
+    if config.cv_folds and config.validation_size:
+        raise ConfigError(
+            "cv_folds",
+            f"`cv_folds` chooses inside the N examples where there is no validation set: give validation_size=0 "
+            f"with it. Received: cv_folds={config.cv_folds}, validation_size={config.validation_size}",
+        )
+    if config.validation_size or config.cv_folds:
+        return
+    if "ce+scl" in config.losses and len(config.grid) > 1:
+        field = "scl_weight" if len(config.scl_weight) > 1 else "temperature"
+        raise ConfigError(
+            field,
+            f"With no validation set (validation_size=0), nothing chooses among the grid's {len(config.grid)} "
+            f"(τ, λ): give one τ and one λ, a validation_size, or cv_folds K (cross-validation inside the N "
+            f"examples, K more runs per point). Received: {field}={list(getattr(config, field))}",
+        )
+    if config.top_k < config.num_subsamples:
+        raise ConfigError(
+            "top_k",
+            f"With no validation set (validation_size=0) runs cannot be ranked: the top k is all "
+            f"{config.num_subsamples} of them. Received: top_k={config.top_k}",
         )
 
 
@@ -279,7 +314,9 @@ _CHECKS = (
     _field("learning_rate", check_number, low=0, low_open=True),
     _field("weight_decay", check_number, low=0),
     _field("sequence_length", check_integer, 2),
-    _field("validation_size", check_integer, 1),
+    _field("validation_size", check_integer, 0),
+    _field("cv_folds", check_integer, 0),
+    _check_selection,
     _field("label_noise", check_number, low=0, high=1, high_open=True),
     _field("seed", check_integer, 0),
     _check_files,
@@ -301,12 +338,14 @@ class ExperimentConfig:
         temperature: τ of the SCL term, or a grid of values.
         scl_weight: λ of the SCL term in CE+SCL runs, or a grid. With a
             grid, every (τ, λ) is run, and the report picks per task and N
-            the one with the best mean validation accuracy.
+            the one with the best mean validation (or cross-validated)
+            accuracy.
         recipe: `"paper"` (the paper's fine-tuning: `epochs` of AdamW, SCL on
             the start token, the classifier's own head) or `"few_shot"`
             (`keras_scl.few_shot_recipe`: a linear probe, then `steps` steps
-            with warm-up, the best validation checkpoint; head and SCL on the
-            mean-pooled sentence embedding).
+            with warm-up, the best validation checkpoint (the last step
+            without a validation set); head and SCL on the mean-pooled
+            sentence embedding).
         steps: The few-shot recipe's step budget; `None`:
             `keras_scl.recipe.recipe_steps(N)`. Refused under the paper's
             recipe, which does not read it.
@@ -317,7 +356,14 @@ class ExperimentConfig:
         weight_decay: AdamW weight decay.
         sequence_length: Tokens per example.
         encoder: See `keras_scl.experiments.encoders.text_classifier`.
-        validation_size: Validation examples drawn from the evaluation split.
+        validation_size: Validation examples drawn from the evaluation split
+            (from the training file for a user's file); 0 for none: the
+            runs train on their N examples and nothing else.
+        cv_folds: With no validation set: the folds of a stratified
+            cross-validation inside each subsample's N examples, which
+            scores every run (K more trainings each, on N - N/K examples) so
+            that a grid of (τ, λ), the top k and the final model's loss can
+            be chosen without labels beyond N; 0 for none.
         label_noise: Fraction of training labels flipped, per subsample.
         augmentation: Path of an augmentation file (see
             `keras_scl.experiments.data.augmentation_for`), or `None`.
@@ -356,6 +402,7 @@ class ExperimentConfig:
     sequence_length: int = 128
     encoder: str = "roberta_large_en"
     validation_size: int = 500
+    cv_folds: int = 0
     label_noise: float = 0.0
     augmentation: str = None
     per_class: bool = False

@@ -4,6 +4,8 @@
   further fixed number of its examples (both stratified by label), and
   `num_subsamples` random training sets of `n` examples.
 - `top_k`: the runs to report: the `k` best by validation accuracy.
+- `cross_validation_folds`: stratified folds of a training subsample, for
+  choices made inside its N examples when there is no validation set.
 - `flip_labels`: a seeded fraction of training labels flipped (the label-noise
   stand-in for the paper's noisy-data experiment).
 - `augmentation_for`: rows of a user's augmentation file (e.g. back-translations)
@@ -24,10 +26,18 @@ from keras_scl.validation import check_integer
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 
-__all__ = ["FewShotSplits", "augmentation_for", "few_shot_splits", "flip_labels", "top_k"]
+__all__ = [
+    "FewShotSplits",
+    "augmentation_for",
+    "cross_validation_folds",
+    "few_shot_splits",
+    "flip_labels",
+    "selection_accuracy",
+    "top_k",
+]
 
 # Streams of draws, so that e.g. the test split does not move when N changes.
-_EVALUATION, _TRAIN, _NOISE = 0, 1, 2
+_EVALUATION, _TRAIN, _NOISE, _FOLDS = 0, 1, 2, 3
 
 
 def _random_order(size, *seed):
@@ -225,11 +235,26 @@ def few_shot_splits(
     return FewShotSplits(test, validation, train, validation_from)
 
 
+def selection_accuracy(run):
+    """What a run is chosen by: its validation accuracy, else its cross-validated one inside N, else `None`.
+
+    >>> selection_accuracy({"val_accuracy": 0.8}), selection_accuracy({"cv_accuracy": 0.7}), selection_accuracy({})
+    (0.8, 0.7, None)
+    """
+    for field in ("val_accuracy", "cv_accuracy"):
+        if run.get(field) is not None:
+            return run[field]
+    return None
+
+
 def top_k(runs, k=3):
-    """The `k` runs with the highest validation accuracy (earlier subsample first on ties).
+    """The `k` runs with the highest `selection_accuracy` (earlier subsample first on ties).
+
+    Runs without a validation set or cross-validation cannot be ranked: all
+    of them are kept, and a `k` below their number raises.
 
     Args:
-        runs: Dicts with `"val_accuracy"` and `"subsample"`.
+        runs: Dicts with `"subsample"`, and `"val_accuracy"` or `"cv_accuracy"`.
         k: How many to keep. Defaults to `3`, as in the paper.
 
     Example:
@@ -238,7 +263,47 @@ def top_k(runs, k=3):
     >>> [run["subsample"] for run in top_k(runs, k=3)]
     [1, 3, 2]
     """
-    return sorted(runs, key=lambda run: (-run["val_accuracy"], run["subsample"]))[:k]
+    if any(selection_accuracy(run) is None for run in runs):
+        if k < len(runs):
+            raise ValueError(
+                f"The top {k} of {len(runs)} runs cannot be told: some have no validation or cross-validated accuracy."
+            )
+        return sorted(runs, key=lambda run: run["subsample"])
+    return sorted(runs, key=lambda run: (-selection_accuracy(run), run["subsample"]))[:k]
+
+
+def cross_validation_folds(labels, folds, seed=0):
+    """`folds` stratified folds of positions `range(len(labels))`: `[(train, held_out), ...]`, each sorted.
+
+    Each class's positions are put in a seeded random order and dealt to the
+    folds in turn, so every fold holds about `1 / folds` of each class and
+    each position is held out exactly once. `folds` may not exceed the
+    smallest class (a fold would hold none of it).
+
+    Example:
+
+    >>> labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    >>> [held.tolist() for _, held in cross_validation_folds(labels, 2)]
+    [[1, 3, 4, 7], [0, 2, 5, 6]]
+    >>> cross_validation_folds(labels, 5)
+    Traceback (most recent call last):
+    ...
+    ValueError: 5 folds need at least 5 examples of every class; the smallest class has 4.
+    """
+    labels = np.asarray(labels)
+    check_integer("folds", folds, 2)
+    smallest = int(np.unique(labels, return_counts=True)[1].min())
+    if folds > smallest:
+        raise ValueError(
+            f"{folds} folds need at least {folds} examples of every class; the smallest class has {smallest}."
+        )
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[_random_order(len(members), seed, _FOLDS, int(label))]
+        fold_of[members] = np.arange(len(members)) % folds
+    positions = np.arange(len(labels))
+    return [(positions[fold_of != fold], positions[fold_of == fold]) for fold in range(folds)]
 
 
 def flip_labels(labels, fraction, num_classes, seed=0):
