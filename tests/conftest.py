@@ -3,6 +3,16 @@
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# JAX compiles every train, test and predict function of every model; the tests build the same tiny
+# models again and again, so a compilation cache shared by the pass's workers (and the fresh processes
+# they start, which inherit these variables) compiles each once. It changes no result: a cache entry
+# is the executable that compiling the same program again would give.
+if os.environ["KERAS_BACKEND"] == "jax":
+    import tempfile
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "keras_scl_tests_jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

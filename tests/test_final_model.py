@@ -183,3 +183,23 @@ def test_a_record_counts_what_it_claims_to(tmp_path):
     assert run["test_rows_in_train"] == 1 and run["train_examples"] == 6 and run["train_steps"] == 2
     # Batches of min(16, 6) examples: 2 steps saw 12 examples.
     assert run["examples_per_second"] == pytest.approx(12 / run["train_seconds"], rel=0.02)
+
+
+def test_the_final_models_loss_is_chosen_by_what_the_runs_were_scored_on_or_is_the_librarys():
+    from keras_scl.experiments.final import chosen_settings
+
+    def runs(field, ce, scl):
+        grid = {"temperature": 0.3, "scl_weight": 0.9}
+        return [
+            {"task": "t", "n": 4, "subsample": s, "loss": loss, "test_accuracy": 0.9,
+             **({field: value} if field else {}), **(grid if loss == "ce+scl" else {})}
+            for s in (0, 1) for loss, value in (("ce", ce), ("ce+scl", scl))
+        ]  # fmt: skip
+
+    assert chosen_settings(runs("val_accuracy", 0.8, 0.6), "t", ("ce", "ce+scl"))["loss"] == "ce"
+    by_folds = chosen_settings(runs("cv_accuracy", 0.8, 0.6), "t", ("ce", "ce+scl"))
+    assert by_folds["loss"] == "ce" and by_folds["validation_accuracy"] == pytest.approx({"ce": 0.8, "ce+scl": 0.6})
+    # Nothing scored the runs (no validation set, no cross-validation): CE+SCL, whatever the test set says.
+    unscored = chosen_settings(runs(None, None, None), "t", ("ce", "ce+scl"))
+    assert (unscored["loss"], unscored["scl_weight"]) == ("ce+scl", 0.9)
+    assert unscored["validation_accuracy"] == {"ce": None, "ce+scl": None}

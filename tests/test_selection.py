@@ -147,7 +147,7 @@ def test_a_users_file_runs_on_its_n_labels_alone_by_default_in_a_fresh_process(t
     command = [
         *(sys.executable, "-m", "keras_scl.experiments", "--train", str(train), "--encoder", "tiny"),
         *("--sizes", "3", "--subsamples", "2", "--steps", "4", "--sequence-length", "16", "--projection", "pca"),
-        *("--output", str(output), "--quiet"),
+        *("--output", str(output), "--final-model", str(tmp_path / "final"), "--quiet"),
     ]
     result = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -165,3 +165,6 @@ def test_a_users_file_runs_on_its_n_labels_alone_by_default_in_a_fresh_process(t
     # The recipe without a validation set ends on its last step: every run took all its steps, none chose.
     assert all(run["train_steps"] == 4 and "final_best_epoch" not in run for run in runs)
     assert "chosen per task and N" not in (output / "table.md").read_text()
+    # The final model: CE+SCL at the one setting, since nothing scored the runs to choose a loss by.
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "| loss | CE+SCL, τ 0.3, λ 0.9 (the library's loss: no validation set or cross-validation chose) |" in card

@@ -225,7 +225,7 @@ def model_card(facts, runs, config):
         "|---|---|---|---|---|---|",
     ]
     selected, _ = select_grid([run for run in runs if run["task"] == task])
-    summary = summarise(selected, k=1)
+    summary = summarise(selected, k=config.top_k)
     for n in sorted({run["n"] for run in selected}):
         cells = []
         for loss_name in ("ce", "ce+scl"):
