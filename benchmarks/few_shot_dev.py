@@ -19,7 +19,9 @@ from this value at the first step to `lambda` at the last, by
 `ParamScheduler`), `tau` (τ), `steps`, `lr`, `memory`
 (`SCLClassifier(memory_size=...)`: labelled embeddings of past batches as
 extra contrast), `views` (`few_shot_recipe(views=2)`: two dropout views of
-each example, every anchor has a positive) and `head` (`trained`:
+each example, every anchor has a positive), `average` (α: the run ends on
+α · its last weights + (1 − α) · its start's, the probe's, as WiSE-FT does,
+Wortsman et al. 2022) and `head` (`trained`:
 the head as the recipe leaves it, `refit`: a logistic regression refitted on
 the fine-tuned embeddings of the N examples, SetFit's head). Each record
 holds the probe's development accuracy (the recipe's start) and the last
@@ -45,7 +47,7 @@ import numpy as np  # noqa: E402
 
 VARIANT_KEYS = {
     "lambda": float, "lambda_from": float, "tau": float, "steps": int, "lr": float, "memory": int, "views": int,
-    "head": str,
+    "head": str, "average": float,
 }  # fmt: skip
 
 
@@ -119,6 +121,19 @@ def runs_of_task(task_name, args, done, output):
         """A callback that puts `scores(*arguments)` into `into` as training begins: after the recipe's probe."""
         return keras.callbacks.LambdaCallback(on_train_begin=lambda logs: into.update(scores(*arguments)))
 
+    def averaged_with_start(model, alpha):
+        """A callback that ends training on `alpha` · the last weights + (1 - `alpha`) · those at its start."""
+        start = []
+        return keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: start.extend(model.get_weights()),
+            on_train_end=lambda logs: model.set_weights(
+                [
+                    alpha * last + (1 - alpha) * first if np.issubdtype(last.dtype, np.floating) else last
+                    for first, last in zip(start, model.get_weights(), strict=True)
+                ]  # the seed generators' counters are not weights to average
+            ),
+        )
+
     for subsample in range(args.subsamples):
         positions = splits.train[subsample]
         development = development_positions(labels, positions)
@@ -138,6 +153,8 @@ def runs_of_task(task_name, args, done, output):
             start = time.perf_counter()
             probe = {}
             callbacks = [scored_at_start(probe, positions, train_labels, development)]
+            if "average" in variant:
+                callbacks.append(averaged_with_start(model, variant["average"]))
             steps = variant.get("steps") or recipe_steps(len(positions))
             if "lambda_from" in variant:
                 ramp = PolynomialDecay(variant["lambda_from"], steps - 1, end_learning_rate=model.scl_weight, power=1.0)
