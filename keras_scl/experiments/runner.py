@@ -271,6 +271,12 @@ def cross_validated_accuracy(labels, origins, folds, seed, train_and_score):
     return float(np.mean(accuracies))
 
 
+def _accuracy(model, features, labels):
+    """The share of `labels` the model's argmax predicts on `features`."""
+    logits = model.predict(features, batch_size=64, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
 class _TaskRunner:
     """Trains and evaluates the runs of one task: tokenises once, restores the initial weights per run."""
 
@@ -300,8 +306,8 @@ class _TaskRunner:
     def fresh_model(self, variant, seed):
         """The compiled model of `variant` = `(loss, τ, λ)` from the initial weights, every random draw from `seed`."""
         loss, temperature, scl_weight = variant
-        classifier = self.classifier(loss)[0]
-        classifier.set_weights(self.classifier(loss)[2])
+        classifier, _, initial_weights, _ = self.classifier(loss)
+        classifier.set_weights(initial_weights)
         keras.utils.set_random_seed(seed)
         # Dropout layers draw from their own generators, whose state moves with every step: reset them,
         # so that a run's dropout does not depend on the runs before it in this process.
@@ -316,8 +322,7 @@ class _TaskRunner:
         def train_and_score(train_rows, held_rows, fold):
             model = self.fresh_model(variant, derived_seed(seed, "fold", fold))
             train_model(self.config, model, take(features, train_rows), labels[train_rows])
-            logits = model.predict(take(features, held_rows), batch_size=64, verbose=0)
-            return float(np.mean(np.argmax(logits, axis=-1) == labels[held_rows]))
+            return _accuracy(model, take(features, held_rows), labels[held_rows])
 
         features, labels, origins = train
         folds_seed = derived_seed(self.config.seed, "folds", seed)
@@ -362,8 +367,7 @@ class _TaskRunner:
         }
         for split, evaluated in (("val", validation), ("test", test)):
             if evaluated is not None:
-                logits = model.predict(evaluated[0], batch_size=64, verbose=0)
-                record[f"{split}_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == evaluated[1]))
+                record[f"{split}_accuracy"] = _accuracy(model, *evaluated)
         check_finite(record, self.output / RUNS_FILE)  # a diverged run leaves no model, embeddings or record
         # float32: under a mixed policy they come out in bfloat16 or float16, which `.npz` cannot keep.
         embeddings = model.embed(test[0], batch_size=64, verbose=0).astype("float32") if keep_embeddings else None
