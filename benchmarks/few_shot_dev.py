@@ -21,7 +21,8 @@ from this value at the first step to `lambda` at the last, by
 extra contrast), `views` (`few_shot_recipe(views=2)`: two dropout views of
 each example, every anchor has a positive), `average` (α: the run ends on
 α · its last weights + (1 − α) · its start's, the probe's, as WiSE-FT does,
-Wortsman et al. 2022) and `head` (`trained`:
+Wortsman et al. 2022: `few_shot_recipe(average_with_start=α)`; a variant
+without it keeps the last step, the records of the first passes) and `head` (`trained`:
 the head as the recipe leaves it, `refit`: a logistic regression refitted on
 the fine-tuned embeddings of the N examples, SetFit's head). Each record
 holds the probe's development accuracy (the recipe's start) and the last
@@ -121,19 +122,6 @@ def runs_of_task(task_name, args, done, output):
         """A callback that puts `scores(*arguments)` into `into` as training begins: after the recipe's probe."""
         return keras.callbacks.LambdaCallback(on_train_begin=lambda logs: into.update(scores(*arguments)))
 
-    def averaged_with_start(model, alpha):
-        """A callback that ends training on `alpha` · the last weights + (1 - `alpha`) · those at its start."""
-        start = []
-        return keras.callbacks.LambdaCallback(
-            on_train_begin=lambda logs: start.extend(model.get_weights()),
-            on_train_end=lambda logs: model.set_weights(
-                [
-                    alpha * last + (1 - alpha) * first if np.issubdtype(last.dtype, np.floating) else last
-                    for first, last in zip(start, model.get_weights(), strict=True)
-                ]  # the seed generators' counters are not weights to average
-            ),
-        )
-
     for subsample in range(args.subsamples):
         positions = splits.train[subsample]
         development = development_positions(labels, positions)
@@ -153,8 +141,6 @@ def runs_of_task(task_name, args, done, output):
             start = time.perf_counter()
             probe = {}
             callbacks = [scored_at_start(probe, positions, train_labels, development)]
-            if "average" in variant:
-                callbacks.append(averaged_with_start(model, variant["average"]))
             steps = variant.get("steps") or recipe_steps(len(positions))
             if "lambda_from" in variant:
                 ramp = PolynomialDecay(variant["lambda_from"], steps - 1, end_learning_rate=model.scl_weight, power=1.0)
@@ -166,6 +152,7 @@ def runs_of_task(task_name, args, done, output):
                 steps=steps,
                 learning_rate=variant.get("lr", 5e-5),
                 views=variant.get("views", 1),
+                average_with_start=variant.get("average", 1.0),  # unnamed: the last step, as the first passes
                 callbacks=callbacks,
             )
             seconds = time.perf_counter() - start

@@ -325,7 +325,10 @@ def main(argv=None):
                 if wanted:
                     losses = sorted({"ce+scl" if "CE+SCL" in method else "ce" for method in wanted})
                     output = folder / job.replace(" +", "_")
-                    run_main_job(main_job_arguments(train, test, run_args, output) + extra + ["--losses", *losses])
+                    arguments = main_job_arguments(train, test, run_args, output) + extra + ["--losses", *losses]
+                    seconds = run_main_job(arguments)
+                    # The whole main job (every subsample and loss, loading and testing included): a user's wait.
+                    print(f"main job {job} on {task}, N = {size}: {seconds / 60:.1f} min", flush=True)
                     results, found = main_job_results(output)
                     methods[f"{prefix} CE{suffix}"] = results.get("ce", {})
                     methods[f"{prefix} CE+SCL{suffix}"] = results.get("ce+scl", {})

@@ -15,6 +15,7 @@ from keras_scl.batching import ClassBalancedBatches
 from keras_scl.batching import ClassBalancedSampler
 from keras_scl.batching import ShuffledBatches
 from keras_scl.batching import class_balanced_dataset
+from keras_scl.callbacks import AverageWithStart
 from keras_scl.callbacks import BestWeights
 from keras_scl.callbacks import EmbeddingView
 from keras_scl.callbacks import LinearProbe
@@ -28,6 +29,7 @@ from keras_scl.recipe import few_shot_recipe
 __version__ = "0.2.0"
 
 __all__ = [
+    "AverageWithStart",
     "BestWeights",
     "ClassBalancedBatches",
     "ClassBalancedSampler",

@@ -28,7 +28,7 @@ from keras_scl.views import plot_embeddings
 from keras_scl.views import require_plot_libraries
 from keras_scl.views import silhouette
 
-__all__ = ["BestWeights", "EmbeddingView", "LinearProbe", "ParamScheduler"]
+__all__ = ["AverageWithStart", "BestWeights", "EmbeddingView", "LinearProbe", "ParamScheduler"]
 
 UNITS = ("epoch", "step")
 
@@ -552,3 +552,52 @@ class BestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._weights is not None:
             self.model.set_weights(self._weights)
+
+
+class AverageWithStart(keras.callbacks.Callback):
+    """Ends training on `alpha` · the last weights + (1 − `alpha`) · the weights training started from.
+
+    Robust fine-tuning by weight interpolation (WiSE-FT, Wortsman et al.
+    2022): with a few labels and no validation set to stop on, the last
+    step's weights have moved further from the pretrained encoder than the
+    labels justify, and the average of start and end, which a fine-tuning
+    run from a good start stays linearly connected to, is more accurate
+    than either (the few-shot study in `benchmarks/README.md`). The start is
+    what the model holds when training begins: after a `LinearProbe` listed
+    before this callback, the probe's head on the pretrained encoder. Only
+    trainable variables are averaged (λ, τ, counters and memories are not
+    weights). Listed after `BestWeights`, it averages the kept checkpoint.
+
+    Args:
+        alpha: The last weights' share, in `[0, 1]`: `1` keeps them, `0`
+            goes back to the start. Defaults to `0.5`.
+
+    Example:
+
+    >>> from keras_scl import SCLClassifier
+    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
+    >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
+    >>> model.compile(optimizer="adam")
+    >>> start = keras.ops.convert_to_numpy(model.trainable_variables[0])
+    >>> history = model.fit(texts, labels, epochs=2, verbose=0, callbacks=[AverageWithStart(alpha=0.0)])
+    >>> bool((keras.ops.convert_to_numpy(model.trainable_variables[0]) == start).all())  # alpha 0: the start
+    True
+    """
+
+    def __init__(self, alpha=0.5):
+        super().__init__()
+        check_number("alpha", alpha, low=0, high=1)
+        self.alpha = float(alpha)
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = [keras.ops.convert_to_numpy(variable) for variable in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        start, self._start = self._start, None
+        if self.alpha == 1.0 or start is None:
+            return
+        for variable, first in zip(self.model.trainable_variables, start, strict=True):
+            last = keras.ops.convert_to_numpy(variable)
+            variable.assign((self.alpha * last + (1.0 - self.alpha) * first).astype(last.dtype))

@@ -230,3 +230,33 @@ def test_embedding_view_names_the_plots_extra_when_its_libraries_are_missing(mon
     monkeypatch.setattr(importlib.util, "find_spec", missing_sklearn)
     with pytest.raises(ImportError, match=r"EmbeddingView needs scikit-learn.*keras-scl\[plots\]"):
         EmbeddingView(TEXTS, LABELS, "views")
+
+
+class WeightsAt(keras.callbacks.Callback):
+    """The model's trainable weights when training begins and at the end of its last epoch (before `on_train_end`)."""
+
+    def on_train_begin(self, logs=None):
+        self.start = [ops.convert_to_numpy(variable) for variable in self.model.trainable_variables]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last = [ops.convert_to_numpy(variable) for variable in self.model.trainable_variables]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_average_with_start_ends_on_alpha_times_the_last_weights_plus_the_rest_of_the_start(alpha):
+    from keras_scl.callbacks import AverageWithStart
+
+    model, inputs = model_on_tokens(scl_weight=0.5)
+    seen = WeightsAt()
+    model.fit(inputs, LABELS, epochs=2, batch_size=4, verbose=0, callbacks=[seen, AverageWithStart(alpha)])
+    assert any(not np.allclose(a, b) for a, b in zip(seen.start, seen.last, strict=True))  # training moved them
+    for variable, first, last in zip(model.trainable_variables, seen.start, seen.last, strict=True):
+        np.testing.assert_allclose(ops.convert_to_numpy(variable), alpha * last + (1 - alpha) * first, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, "half", float("nan"), True])
+def test_average_with_start_refuses_an_alpha_outside_zero_to_one_by_name(alpha):
+    from keras_scl.callbacks import AverageWithStart
+
+    with pytest.raises(ValueError, match=r"`alpha` must be a (finite )?number >= 0 and <= 1. Received: alpha="):
+        AverageWithStart(alpha)

@@ -124,3 +124,46 @@ def test_a_scheduled_scl_weight_moves_step_by_step_to_its_end_value_and_is_put_b
     # The value each round's last step used: step 3 (1 - 3/7 · 0.5) and step 7 (the end value).
     assert history.history["scl_weight"] == pytest.approx([1.0 - 3 / 14, 0.5])
     assert recipe_model.scl_weight == pytest.approx(0.5)
+
+
+class WeightsAt(keras.callbacks.Callback):
+    """The trainable weights at the start (after the recipe's probe) and at the end of every round."""
+
+    def on_train_begin(self, logs=None):
+        self.start, self.rounds = self._weights(), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rounds.append(self._weights())
+
+    def _weights(self):
+        return np.concatenate([ops.convert_to_numpy(v).ravel() for v in self.model.trainable_variables])
+
+
+def weights(recipe_model):
+    return np.concatenate([ops.convert_to_numpy(v).ravel() for v in recipe_model.trainable_variables])
+
+
+def test_without_validation_the_recipe_ends_on_the_average_of_its_start_and_its_last_step():
+    seen, recipe_model = WeightsAt(), model(scl_weight=0.5)
+    few_shot_recipe(recipe_model, TEXTS, LABELS, steps=8, evaluations=2, learning_rate=1e-3, callbacks=[seen])
+    assert not np.allclose(seen.start, seen.rounds[-1])
+    np.testing.assert_allclose(weights(recipe_model), 0.5 * seen.start + 0.5 * seen.rounds[-1], atol=1e-6)
+
+    seen, recipe_model = WeightsAt(), model(scl_weight=0.5)
+    few_shot_recipe(recipe_model, TEXTS, LABELS, steps=8, evaluations=2, average_with_start=1, callbacks=[seen])
+    np.testing.assert_array_equal(weights(recipe_model), seen.rounds[-1])  # α 1: the last step, as before
+
+
+def test_with_validation_the_recipe_keeps_a_checkpoint_unless_asked_to_average_it():
+    settings = dict(steps=8, evaluations=2, learning_rate=1e-3, validation_data=(TEXTS, LABELS), refit_head=False)
+    seen, recipe_model = WeightsAt(), model(scl_weight=0.5)
+    few_shot_recipe(recipe_model, TEXTS, LABELS, callbacks=[seen], **settings)
+    ended = weights(recipe_model)
+    assert any(np.array_equal(ended, kept) for kept in [seen.start, *seen.rounds])  # a checkpoint, not an average
+
+    seen, recipe_model = WeightsAt(), model(scl_weight=0.5)
+    few_shot_recipe(recipe_model, TEXTS, LABELS, average_with_start=0.0, callbacks=[seen], **settings)
+    np.testing.assert_allclose(weights(recipe_model), seen.start, atol=1e-7)  # α 0: back to the probe's start
+    for bad in (1.5, -1, "half"):
+        with pytest.raises(ValueError, match=f"`average_with_start` must be .* Received: average_with_start={bad!r}"):
+            few_shot_recipe(model(), TEXTS, LABELS, average_with_start=bad)

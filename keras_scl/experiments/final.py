@@ -13,7 +13,8 @@ file), with what the experiment chose on its validation sets:
 - the recipe, learning rate, batch size and sequence length of the
   experiment; the few-shot recipe's step budget from the number of rows
   (`keras_scl.recipe.recipe_steps`) unless `--steps` was given; no
-  validation set is left, so its last step's weights are kept.
+  validation set is left, so it ends on the average of its last step's
+  weights and its start's (`few_shot_recipe`'s default without one).
 
 `DIR` then holds a KerasHub preset that `keras_scl.SCLClassifier.from_preset`
 reads back with its label names, a model card (`README.md`: the encoder,

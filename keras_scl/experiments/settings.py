@@ -60,7 +60,8 @@ FEW_SHOT_DEFAULTS = dict(learning_rate=5e-5, temperature=(0.3,), scl_weight=(0.5
 # set (a user with N labels has none). With V validation rows or --cv-folds K, a grid can be chosen.
 FILE_DEFAULTS = dict(sizes=(10,), per_class=True, validation_size=0)
 # The few-shot recipe's one setting where nothing chooses (no validation set, no cross-validation):
-# the recipe's last step at this (τ, λ) (see benchmarks/README.md, "Where SCL pays").
+# the recipe's end (its last step averaged with its start) at this (τ, λ) (benchmarks/README.md,
+# "Where SCL pays").
 UNCHOSEN_DEFAULTS = dict(temperature=(0.3,), scl_weight=(0.9,))
 
 
@@ -343,8 +344,9 @@ class ExperimentConfig:
         recipe: `"paper"` (the paper's fine-tuning: `epochs` of AdamW, SCL on
             the start token, the classifier's own head) or `"few_shot"`
             (`keras_scl.few_shot_recipe`: a linear probe, then `steps` steps
-            with warm-up, the best validation checkpoint (the last step
-            without a validation set); head and SCL on the mean-pooled
+            with warm-up, the best validation checkpoint (without a
+            validation set: the last step averaged with the start, α 0.5);
+            head and SCL on the mean-pooled
             sentence embedding).
         steps: The few-shot recipe's step budget; `None`:
             `keras_scl.recipe.recipe_steps(N)`. Refused under the paper's
