@@ -136,10 +136,11 @@ class WeightsAt(keras.callbacks.Callback):
         self.rounds.append(self._weights())
 
     def _weights(self):
-        return np.concatenate([ops.convert_to_numpy(v).ravel() for v in self.model.trainable_variables])
+        return weights(self.model)
 
 
 def weights(recipe_model):
+    """Every trainable variable of the model, flattened into one array."""
     return np.concatenate([ops.convert_to_numpy(v).ravel() for v in recipe_model.trainable_variables])
 
 

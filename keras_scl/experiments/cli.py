@@ -17,8 +17,8 @@ file is the task (10 examples per class, 10 subsamples) and the runs train
 on those labels and nothing else, as you would with that many: no
 validation set (--validation-size V takes V more rows of the file for one),
 one τ and λ and the recipe's end (its last step averaged with its start);
---cv-folds K chooses a grid inside the N examples instead. --final-model DIR hands over a classifier trained on
-all its rows. Name a KerasHub preset or a checkpoint folder with --encoder and
+--cv-folds K chooses a grid inside the N examples instead. --final-model DIR
+hands over a classifier trained on all its rows. Name a KerasHub preset or a checkpoint folder with --encoder and
 the tasks and protocol become the paper's (SST-2, QNLI and MNLI from TFDS,
 N = 20, 100, 1000, 10 subsamples, top 3, 500 validation examples), still
 under the few-shot recipe; --recipe paper gives the paper's fine-tuning
