@@ -17,6 +17,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_scl.losses import l2_normalize
 from keras_scl.validation import check_num_classes
 
 __all__ = ["MeanPooledTextClassifier", "MeanPooling", "preset_json", "saves_mean_pooled"]
@@ -50,8 +51,7 @@ class MeanPooling(keras.layers.Layer):
         count = ops.sum(mask, axis=1)
         mean = ops.sum(values * mask, axis=1) / ops.maximum(count, ops.ones_like(count))
         if self.normalize:
-            # The same ε as the loss: a zero row stays zero, with a finite gradient.
-            mean = mean * ops.rsqrt(ops.sum(ops.square(mean), axis=-1, keepdims=True) + 1e-24)
+            mean = l2_normalize(mean)  # as the loss does: a zero row stays zero, with a finite gradient
         return ops.cast(mean, self.compute_dtype)
 
     def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
@@ -87,10 +87,18 @@ def saves_mean_pooled(preset):
     return isinstance(registered, type) and issubclass(registered, MeanPooledTextClassifier)
 
 
-def _sequence_output(backbone_outputs):
-    """The `(batch, tokens, dim)` final hidden states of a KerasHub backbone's outputs (a tensor or a dict)."""
+def sequence_output(backbone_outputs):
+    """The `(batch, tokens, dim)` final hidden states of a KerasHub backbone's outputs (a tensor or a dict).
+
+    Raises:
+        ValueError: naming what the backbone returns instead.
+    """
     if isinstance(backbone_outputs, dict):
-        return backbone_outputs["sequence_output"]
+        if "sequence_output" not in backbone_outputs:
+            raise ValueError(f"the backbone returns {sorted(backbone_outputs)}, no 'sequence_output'")
+        backbone_outputs = backbone_outputs["sequence_output"]
+    if len(backbone_outputs.shape) != 3:
+        raise ValueError(f"the backbone output has shape {backbone_outputs.shape}, not (batch, tokens, dim)")
     return backbone_outputs
 
 
@@ -140,7 +148,7 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
 
         # === Functional model ===
         inputs = backbone.input
-        embedding = self.pooling(_sequence_output(backbone(inputs)), inputs["padding_mask"])
+        embedding = self.pooling(sequence_output(backbone(inputs)), inputs["padding_mask"])
         outputs = self.output_dense(self.output_dropout(embedding))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 

@@ -11,13 +11,15 @@ from keras_scl.distributed import gathers_global_batch
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_labels
-from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 from keras_scl.validation import check_sample_weights
+from keras_scl.validation import check_temperature
 from keras_scl.validation import class_ids
 from keras_scl.validation import is_one_hot
 
-__all__ = ["SCLBatch", "SupervisedContrastiveLoss", "anchors_with_positive", "supervised_contrastive_loss"]
+__all__ = [
+    "SCLBatch", "SupervisedContrastiveLoss", "anchors_with_positive", "l2_normalize", "supervised_contrastive_loss",
+]  # fmt: skip
 
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
 
@@ -25,20 +27,6 @@ REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "
 # stays zero, with a finite gradient, instead of becoming 0/0. For any other
 # embedding of a trained model the change is far below float32 precision.
 _SQUARED_NORM_EPSILON = 1e-24
-
-
-def _check_temperature(temperature, read=False):
-    # A variable or tensor (a schedule moves it, or it is learned) is checked for the value it holds
-    # when the loss is made (`read`: one read); later values are checked where they are set. Never
-    # in a step: reading a value there makes a GPU wait.
-    if isinstance(temperature, keras.Variable) or ops.is_tensor(temperature):
-        value = _concrete_values(temperature) if read else None
-        if value is None:  # a symbolic tensor: no value to read
-            return
-        if value.size != 1:
-            raise ValueError(f"`temperature` must be a scalar. Received: temperature of shape {value.shape}")
-        temperature = float(value.reshape(()))
-    check_number("temperature", temperature, low=0, low_open=True)
 
 
 def _concrete_values(x):
@@ -105,7 +93,15 @@ def _check_host_values(y_true, y_pred, memory_labels=None):
             )
 
 
-def _normalized(embeddings):
+def l2_normalize(embeddings):
+    """`embeddings` in float32, each row divided by its L2 norm; a zero row stays zero, with a finite gradient.
+
+    Example:
+
+    >>> import numpy as np
+    >>> keras.ops.convert_to_numpy(l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
     embeddings = ops.cast(embeddings, "float32")
     squared_norm = ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
     return embeddings * ops.rsqrt(squared_norm + _SQUARED_NORM_EPSILON)
@@ -172,7 +168,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     Returns:
         `(loss, has_positive)`: float32 `(batch,)` and bool `(batch,)`.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     check_labels("y_true", y_true)
     given = (y_true, y_pred, memory_labels)
     y_pred = ops.convert_to_tensor(y_pred)
@@ -214,7 +210,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     # (batch, keys) arrays, so it makes few: 1/τ scales the (batch, dim)
     # side, and the positives' sum and the denominator read the logits
     # directly, with no log-probability matrix in between.
-    anchors = _normalized(y_pred)
+    anchors = l2_normalize(y_pred)
     if memory_embeddings is None:
         if not is_number:
             # `_self_similarity` hands `scaled` the gradient of both factors
@@ -225,7 +221,7 @@ def _per_anchor_terms(y_true, y_pred, temperature, memory_embeddings=None, memor
     else:
         scaled = anchors * inverse_temperature
         # The memory is a record of past batches: no gradient flows into it.
-        keys = ops.concatenate([anchors, _normalized(ops.stop_gradient(memory_embeddings))])
+        keys = ops.concatenate([anchors, l2_normalize(ops.stop_gradient(memory_embeddings))])
         logits = ops.matmul(scaled, ops.transpose(keys))
     positive_mask, excluded = _masks(labels, memory_labels)
     corner = ops.zeros_like(logits[:1, :1])  # broadcast, not a (batch, keys) array of constants
@@ -390,7 +386,7 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         dtype=None,
         global_batch=True,
     ):
-        _check_temperature(temperature, read=True)
+        check_temperature(temperature, read=True)
         check_one_of("reduction", reduction, REDUCTIONS)
         check_bool("global_batch", global_batch)
         super().__init__(name=name, reduction=reduction, dtype=dtype)

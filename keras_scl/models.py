@@ -30,6 +30,7 @@ from keras_scl.validation import check_keywords
 from keras_scl.validation import check_num_classes
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
+from keras_scl.validation import check_temperature
 from keras_scl.validation import class_ids
 from keras_scl.validation import is_one_hot
 
@@ -70,10 +71,6 @@ def _state_variable(model, name, shape, value, dtype="float32"):
 
 def _check_scl_weight(scl_weight):
     check_number("scl_weight", scl_weight, low=0, high=1)
-
-
-def _check_temperature(temperature):
-    check_number("temperature", temperature, low=0, low_open=True)
 
 
 def _mean_cross_entropy(y, outputs, from_logits, sample_weight):
@@ -397,7 +394,7 @@ class SCLClassifier(keras_hub.models.Task):
             torch_step.register_parameters(self)
 
     scl_weight = _scalar_setting("_scl_weight", _check_scl_weight, "λ, the weight of the SCL term; assignable.")
-    temperature = _scalar_setting("_temperature", _check_temperature, "τ of the SCL loss; assignable.")
+    temperature = _scalar_setting("_temperature", check_temperature, "τ of the SCL loss; assignable.")
 
     @property
     def memory(self):

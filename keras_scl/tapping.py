@@ -3,6 +3,7 @@
 import keras
 
 from keras_scl.heads import MeanPooling
+from keras_scl.heads import sequence_output
 
 __all__ = ["EMBEDDINGS", "linear_head", "reads_logits", "tap"]
 
@@ -17,18 +18,6 @@ def _cannot_tap(classifier, reason):
         "It needs a functional KerasHub text classifier whose `backbone` returns a "
         "sequence of hidden states (RoBERTa, BERT and their relatives)."
     )
-
-
-def _sequence_output(classifier, backbone_outputs):
-    if isinstance(backbone_outputs, dict):
-        if "sequence_output" not in backbone_outputs:
-            raise _cannot_tap(classifier, f"its backbone returns {sorted(backbone_outputs)}, no 'sequence_output'")
-        backbone_outputs = backbone_outputs["sequence_output"]
-    if len(backbone_outputs.shape) != 3:
-        raise _cannot_tap(
-            classifier, f"its backbone output has shape {backbone_outputs.shape}, not (batch, tokens, dim)"
-        )
-    return backbone_outputs
 
 
 def _traced(classifier):
@@ -89,7 +78,10 @@ def tap(classifier, embedding):
     backbone = classifier.backbone
     if embedding == "pooled":
         return graph.input, graph.output, _head_input(classifier, graph, producers)
-    sequence = _sequence_output(classifier, backbone_outputs)
+    try:
+        sequence = sequence_output(backbone_outputs)
+    except ValueError as error:
+        raise _cannot_tap(classifier, str(error)) from None
     if embedding == "cls":
         features = sequence[:, getattr(backbone, "start_token_index", 0), :]
     else:

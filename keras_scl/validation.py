@@ -18,6 +18,7 @@ __all__ = [
     "check_number",
     "check_one_of",
     "check_sample_weights",
+    "check_temperature",
     "class_ids",
     "is_numeric_array",
     "is_one_hot",
@@ -70,6 +71,36 @@ def check_number(name, value, low=None, high=None, low_open=False, high_open=Fal
         finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value)
         kind = ("a finite number" if finite else "a number") + (" " + " and ".join(bounds) if bounds else "")
         raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+
+
+def check_temperature(temperature, read=False):
+    """Raises a ValueError unless the SCL temperature τ is a number > 0, or a scalar variable or tensor.
+
+    A variable or tensor (a schedule moves it, or it is learned) is checked for
+    the value it holds only when `read` (once, where a loss is made); later
+    values are checked where they are set. Never in a step: reading a value
+    there makes a GPU wait.
+
+    Example:
+
+    >>> check_temperature(0.3)
+    >>> check_temperature(keras.Variable(0.0))  # not read
+    >>> check_temperature(keras.Variable(0.0), read=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: `temperature` must be a number > 0. Received: temperature=0.0
+    """
+    if isinstance(temperature, keras.Variable) or keras.ops.is_tensor(temperature):
+        if not read:
+            return
+        try:
+            value = keras.ops.convert_to_numpy(temperature)
+        except Exception:  # a symbolic tensor: no value to read
+            return
+        if value.size != 1:
+            raise ValueError(f"`temperature` must be a scalar. Received: temperature of shape {value.shape}")
+        temperature = float(value.reshape(()))
+    check_number("temperature", temperature, low=0, low_open=True)
 
 
 def check_num_classes(name, value):

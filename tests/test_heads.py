@@ -10,6 +10,7 @@ from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
 from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.heads import MeanPooling
+from keras_scl.heads import sequence_output
 
 
 def reference_mean(sequence, mask):
@@ -124,3 +125,13 @@ def test_from_preset_with_mean_pooling_keeps_the_encoder_and_its_preprocessor(tm
     assert SCLClassifier.from_preset(tmp_path, num_classes=2).embedding == "cls"
     with pytest.raises(ValueError, match="pooling='max'"):
         SCLClassifier.from_preset(tmp_path, num_classes=2, pooling="max")
+
+
+def test_sequence_output_names_what_a_backbone_returns_instead():
+    sequence = np.zeros((2, 3, 4), "float32")
+    assert sequence_output(sequence) is sequence
+    assert sequence_output({"sequence_output": sequence, "pooled_output": sequence[:, 0]}) is sequence
+    with pytest.raises(ValueError, match=r"returns \['pooled_output'\], no 'sequence_output'"):
+        sequence_output({"pooled_output": sequence[:, 0]})
+    with pytest.raises(ValueError, match=r"has shape \(2, 4\), not \(batch, tokens, dim\)"):
+        sequence_output(sequence[:, 0])
