@@ -40,6 +40,7 @@ from keras_scl.batching import num_examples
 from keras_scl.callbacks import AverageWithStart
 from keras_scl.callbacks import BestWeights
 from keras_scl.callbacks import LinearProbe
+from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
 from keras_scl.validation import callback_list
 from keras_scl.validation import check_bool
@@ -164,8 +165,10 @@ def few_shot_recipe(
         warmup_target=learning_rate,
         warmup_steps=round(warmup_fraction * steps),
     )
-    compiled = getattr(model, "compiled", False)
-    loss = {"logits": model.logits_loss or "auto", "embedding": model.loss} if compiled else "auto"
+    if getattr(model, "compiled", False):
+        loss = {"logits": model.logits_loss or "auto", "embedding": model.loss}
+    else:  # at the model's τ, which `compile` would otherwise reset to the loss's default
+        loss = SupervisedContrastiveLoss(temperature=model.temperature)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
         loss=loss,

@@ -302,3 +302,26 @@ def test_a_byte_order_mark_is_no_part_of_the_first_column_name(tmp_path):
     path.write_bytes("text,label\na fine film,good\na dull film,bad\n".encode("utf-8-sig"))
     rows = read_labelled_file(path)
     assert rows.texts[0].tolist() == ["a fine film", "a dull film"] and rows.label_names == ("bad", "good")
+
+
+def test_a_users_file_is_read_once_by_the_settings_and_the_runner_and_again_when_rewritten(tmp_path, monkeypatch):
+    from keras_scl.experiments import runner
+    from keras_scl.experiments.data import files
+
+    path = write(tmp_path / "reviews.csv", reviews(4))
+    reads = []
+    real_read = files.read_labelled_file
+    monkeypatch.setattr(
+        files, "read_labelled_file", lambda *args, **kwargs: reads.append(args[0]) or real_read(*args, **kwargs)
+    )
+    config = ExperimentConfig(
+        train_file=str(path), encoder="tiny", sizes=(2,), num_subsamples=1, top_k=1, validation_size=0
+    )  # checks read it
+    task = runner.load_experiment_task(config, config.task_names[0])
+    assert reads == [str(path)] and len(task.train.labels) + len(task.evaluation.labels) == 48
+    with pytest.raises(ValueError, match="read-only"):  # shared: no caller can change it for the next
+        task.train.labels[0] = 1 - task.train.labels[0]
+    write(path, reviews(5))
+    os.utime(path, ns=(1, 1))  # a rewrite within the clock's resolution still differs in size
+    assert len(runner.load_experiment_task(config, config.task_names[0]).train.labels) > len(task.train.labels)
+    assert reads == [str(path), str(path)]

@@ -50,6 +50,16 @@ def test_the_recipe_keeps_the_compiled_loss_and_the_models_settings():
     assert type(recipe_model.optimizer).__name__ == "AdamW"
 
 
+def test_an_uncompiled_model_trains_at_its_own_temperature():
+    # `compile("auto")` would reset τ to the loss's default (0.3): the recipe compiles at the model's τ.
+    recipe_model = model(scl_weight=0.5)
+    recipe_model.temperature = 0.1
+    few_shot_recipe(recipe_model, TEXTS, LABELS, steps=2, evaluations=1)
+    assert recipe_model.temperature == pytest.approx(0.1)
+    assert isinstance(recipe_model.loss, SupervisedContrastiveLoss)
+    assert float(ops.convert_to_numpy(recipe_model.loss.temperature)) == pytest.approx(0.1)
+
+
 def test_the_recipe_ends_at_its_best_validation_checkpoint_the_probes_start_included():
     from keras_scl.probe import fit_linear_head
 

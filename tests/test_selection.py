@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from keras_scl import SCLClassifier
 from keras_scl.experiments import ExperimentConfig
 from keras_scl.experiments import read_runs
 from keras_scl.experiments import runner as runner_module
@@ -123,16 +124,26 @@ def test_the_cross_validation_of_a_run_sees_its_training_rows_only_never_the_tes
         trained.append({tuple(row) for row in np.asarray(x["token_ids"])})
         return real_train(config, model, x, y, validation, verbose)
 
+    compiles = []
+    real_compile = SCLClassifier.compile
+
+    def compile(model, *args, **kwargs):
+        compiles.append(model.temperature)
+        return real_compile(model, *args, **kwargs)
+
     monkeypatch.setattr(runner_module, "preprocess_in_chunks", preprocess)
     monkeypatch.setattr(runner_module, "train_model", train_model)
+    monkeypatch.setattr(SCLClassifier, "compile", compile)
     config = ExperimentConfig(
         train_file=str(train), test_file=str(test), encoder="tiny", sizes=(3,), per_class=True, num_subsamples=2,
         top_k=2, recipe="few_shot", steps=2, sequence_length=16, validation_size=0, cv_folds=3,
-        scl_weight=(0.5, 0.9), losses=("ce+scl",),
+        scl_weight=(0.5, 0.9), temperature=(0.2,), losses=("ce+scl",),
     )  # fmt: skip
     runs = run_experiment(config, tmp_path / "out", progress=False)
     assert len(runs) == 4 and all("val_accuracy" not in run and 0 <= run["cv_accuracy"] <= 1 for run in runs)
     assert len(trained) == 4 * (3 + 1)  # each run: three folds, then the run on all its N
+    # Each model compiled once (by the recipe), at the run's τ.
+    assert len(compiles) == len(trained) and compiles == pytest.approx([0.2] * len(trained))
     runs_rows = trained[3::4]
     for number, rows in enumerate(runs_rows):
         folds = trained[4 * number : 4 * number + 3]

@@ -43,11 +43,11 @@ from keras_scl.experiments.reports import paired_difference
 from keras_scl.experiments.reports import select_grid
 from keras_scl.experiments.reports import summarise
 from keras_scl.experiments.runner import augmentation_rows
-from keras_scl.experiments.runner import compiled_model
 from keras_scl.experiments.runner import data_fingerprints
 from keras_scl.experiments.runner import derived_seed
 from keras_scl.experiments.runner import load_experiment_task
 from keras_scl.experiments.runner import new_classifier
+from keras_scl.experiments.runner import run_model
 from keras_scl.experiments.runner import train_model
 
 __all__ = ["FINAL_MODEL_FILE", "chosen_settings", "model_card", "train_final_model"]
@@ -129,9 +129,7 @@ def train_final_model(config, runs, directory, progress=True):
     x, y = _all_labelled_rows(config, task, augmentation_rows(config, task))
     keras.utils.set_random_seed(derived_seed(config.seed, task_name, "final model"))
     classifier, description = new_classifier(config, task, settings["loss"])
-    model = compiled_model(
-        config, classifier, settings["temperature"], settings["scl_weight"], label_names=task.spec.labels
-    )
+    model = run_model(config, classifier, settings["temperature"], settings["scl_weight"], label_names=task.spec.labels)
     history = train_model(config, model, x, y, verbose=1 if progress else 0)
     weights_finite = all(np.isfinite(weight).all() for weight in model.get_weights())
     if not (weights_finite and all(math.isfinite(value) for value in history.history["loss"])):

@@ -65,7 +65,6 @@ __all__ = [
     "ExperimentConfig",
     "FolderConflict",
     "augmentation_rows",
-    "compiled_model",
     "data_fingerprints",
     "derived_seed",
     "experiment_splits",
@@ -75,6 +74,7 @@ __all__ = [
     "record_key",
     "run_experiment",
     "run_key",
+    "run_model",
     "train_model",
 ]
 
@@ -211,8 +211,12 @@ def new_classifier(config, task, loss):
     return classifier, description
 
 
-def compiled_model(config, classifier, temperature=None, scl_weight=None, label_names=None):
-    """The `SCLClassifier` of a run: λ `scl_weight` (0 for CE), SCL at τ `temperature`, compiled."""
+def run_model(config, classifier, temperature=None, scl_weight=None, label_names=None):
+    """The `SCLClassifier` of a run: λ `scl_weight` (0 for CE), SCL at τ `temperature`.
+
+    Compiled for the paper's recipe; the few-shot recipe compiles it itself
+    (its optimizer, at the model's τ), so it is compiled once.
+    """
     few_shot = config.recipe == "few_shot"
     model = SCLClassifier(
         classifier,
@@ -220,6 +224,9 @@ def compiled_model(config, classifier, temperature=None, scl_weight=None, label_
         embedding="mean" if few_shot and not config.init_from else "cls",
         label_names=label_names,
     )
+    model.temperature = temperature or config.temperature[0]
+    if few_shot:
+        return model
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
         loss=SupervisedContrastiveLoss(temperature=temperature or config.temperature[0]),
@@ -314,7 +321,7 @@ class _TaskRunner:
         generators = [variable for variable in classifier.variables if variable.name == "seed_generator_state"]
         for number, state in enumerate(generators):
             state.assign(np.array([derived_seed(seed, number), 0], dtype=keras.backend.standardize_dtype(state.dtype)))
-        return compiled_model(self.config, classifier, temperature, scl_weight)
+        return run_model(self.config, classifier, temperature, scl_weight)
 
     def cross_validated(self, variant, seed, train):
         """The mean held-out accuracy of `variant` over `cv_folds` folds of the run's training set `train`."""

@@ -15,6 +15,7 @@ set and counted (`Task.test_rows_in_train`).
 
 import csv
 import dataclasses
+import functools
 import decimal
 import json
 import os
@@ -315,8 +316,25 @@ def file_task(train, test=None, text_columns=("text",), label_column="label", te
 
     Returns:
         A `Task` named after the training file (`file:reviews` for
-        `reviews.csv`).
+        `reviews.csv`). Read once per process while the files are unchanged
+        (the settings' checks and the runner share it): its arrays are
+        read-only.
     """
+    stamps = (_stamp(train), _stamp(test))
+    return _file_task(train, test, tuple(text_columns), label_column, test_fraction, seed, stamps)
+
+
+def _stamp(path):
+    """What tells a file's contents apart for the cache: its real path, size and modification time; `None` if none."""
+    try:
+        stat = os.stat(path)
+    except (OSError, TypeError, ValueError):  # no file (its read names the problem), or no path at all
+        return None
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)
+def _file_task(train, test, text_columns, label_column, test_fraction, seed, stamps):
     if test is not None and _same_file(train, test):
         raise DataFileError(f"{test}: the test file is the training file {train}; its accuracy would be a training one")
     rows = read_labelled_file(train, text_columns, label_column)
@@ -340,7 +358,11 @@ def file_task(train, test=None, text_columns=("text",), label_column="label", te
             "no test set is left"
         )
     name = f"file:{Path(train).stem}"
-    return Task(name, spec, train_part, evaluation.take(np.flatnonzero(unseen)), int((~unseen).sum()))
+    task = Task(name, spec, train_part, evaluation.take(np.flatnonzero(unseen)), int((~unseen).sum()))
+    for split in (task.train, task.evaluation):
+        for array in (*split.texts, split.labels, split.idx):
+            array.flags.writeable = False  # shared by every caller of the cache
+    return task
 
 
 def _same_file(first, second):
