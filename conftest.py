@@ -22,7 +22,6 @@ HARNESS = (
     "tests/test_files.py",
     "tests/test_final_model.py",
     "tests/test_grid.py",
-    "tests/test_offline.py",
     "tests/test_reruns.py",
     "tests/test_selection.py",
 )

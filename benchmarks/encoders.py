@@ -5,7 +5,7 @@ import keras_hub
 import numpy as np
 
 from keras_scl.experiments.encoders import minilm_path
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 ENCODERS = ("tiny", "minilm")
 

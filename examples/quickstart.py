@@ -25,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_scl  # noqa: E402
-from keras_scl.experiments.offline import tiny_roberta_classifier  # noqa: E402
+from keras_scl.testing import tiny_roberta_classifier  # noqa: E402
 
 POSITIVE = "great wonderful fine superb brilliant lovely moving delightful excellent charming".split()
 NEGATIVE = "dull awful boring weak tedious poor bland terrible clumsy tiresome".split()

@@ -329,7 +329,7 @@ class ClassBalancedBatches(InMemoryBatches):
 
     Example:
 
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> from keras_scl import SCLClassifier
     >>> texts = ["good", "great", "fine", "bad", "awful", "poor", "dull", "grim"]
     >>> labels = [1, 1, 1, 0, 0, 0, 0, 0]

@@ -122,7 +122,7 @@ class ParamScheduler(keras.callbacks.Callback):
 
     >>> from keras.optimizers.schedules import PolynomialDecay
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2), scl_weight=0.9)
     >>> model.compile(optimizer="adam")
     >>> ramp = ParamScheduler({"scl_weight": PolynomialDecay(0.0, 2, end_learning_rate=0.9, power=1.0),
@@ -249,7 +249,7 @@ class EmbeddingView(keras.callbacks.Callback):
 
     >>> import tempfile
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
     >>> model.compile(optimizer="adam")
@@ -345,7 +345,7 @@ class LinearProbe(keras.callbacks.Callback):
     Example:
 
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
     >>> model.compile(optimizer=keras.optimizers.AdamW(0.0))
@@ -456,7 +456,7 @@ class BestWeights(keras.callbacks.Callback):
     Example:
 
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
     >>> model.compile(optimizer="adam")
@@ -575,7 +575,7 @@ class AverageWithStart(keras.callbacks.Callback):
     Example:
 
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> texts, labels = ["good", "fine", "great", "bad", "dull", "poor"], [1, 1, 1, 0, 0, 0]
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts))
     >>> model.compile(optimizer="adam")

@@ -127,7 +127,7 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
 
     Example:
 
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> tiny = tiny_roberta_classifier(num_classes=2)
     >>> classifier = MeanPooledTextClassifier(tiny.backbone, num_classes=2, preprocessor=tiny.preprocessor)
     >>> classifier.predict(["a fine film"], verbose=0).shape
@@ -173,7 +173,7 @@ class MeanPooledTextClassifier(keras_hub.models.TextClassifier):
         Example:
 
         >>> import tempfile
-        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> from keras_scl.testing import tiny_roberta_classifier
         >>> folder = tempfile.mkdtemp()
         >>> tiny_roberta_classifier(num_classes=2).save_to_preset(folder)
         >>> MeanPooledTextClassifier.from_preset(folder, num_classes=3).save_to_preset(folder + "/mean")

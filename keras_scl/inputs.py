@@ -498,7 +498,7 @@ def preprocessed(data, preprocessor, labelled_for=None, limits=None):
 
     Example:
 
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> preprocessor = tiny_roberta_classifier(num_classes=2).preprocessor
     >>> class Texts(keras.utils.PyDataset):
     ...     def __len__(self):

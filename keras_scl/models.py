@@ -327,7 +327,7 @@ class SCLClassifier(keras_hub.models.Task):
 
     Example:
 
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> classifier = tiny_roberta_classifier(num_classes=2)
     >>> model = SCLClassifier(classifier, scl_weight=0.9)
     >>> model.compile(
@@ -430,7 +430,7 @@ class SCLClassifier(keras_hub.models.Task):
         Example:
 
         >>> import tempfile
-        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> from keras_scl.testing import tiny_roberta_classifier
         >>> folder = tempfile.mkdtemp()
         >>> tiny_roberta_classifier(num_classes=3).save_to_preset(folder)
         >>> model = SCLClassifier.from_preset(folder, pooling="mean", label_names=["a", "b", "c"])
@@ -481,7 +481,7 @@ class SCLClassifier(keras_hub.models.Task):
 
         Example:
 
-        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> from keras_scl.testing import tiny_roberta_classifier
         >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2))
         >>> model.compile()
         >>> type(model.optimizer).__name__, type(model.loss).__name__, round(model.temperature, 6)
@@ -641,7 +641,7 @@ class SCLClassifier(keras_hub.models.Task):
 
         Example:
 
-        >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+        >>> from keras_scl.testing import tiny_roberta_classifier
         >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2), label_names=["negative", "positive"])
         >>> labels, probabilities = model.predict_labels(["a fine film", "a dull film"], verbose=0)
         >>> set(labels) <= {"negative", "positive"}, probabilities.shape, bool(np.allclose(probabilities.sum(1), 1))

@@ -85,7 +85,7 @@ def classifier_from_preset(preset, pooling=None, load_weights=True, **kwargs):
     Example:
 
     >>> import tempfile
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> folder = tempfile.mkdtemp()
     >>> tiny_roberta_classifier(num_classes=2).save_to_preset(folder)
     >>> mean_pooled = classifier_from_preset(folder, "mean", num_classes=3)

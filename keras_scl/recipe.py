@@ -129,7 +129,7 @@ def few_shot_recipe(
     Example:
 
     >>> from keras_scl import SCLClassifier
-    >>> from keras_scl.experiments.offline import tiny_roberta_classifier
+    >>> from keras_scl.testing import tiny_roberta_classifier
     >>> texts = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
     >>> labels = [1, 1, 1, 1, 0, 0, 0, 0]
     >>> model = SCLClassifier(tiny_roberta_classifier(num_classes=2, texts=texts), scl_weight=0.5)

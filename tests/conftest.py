@@ -26,7 +26,7 @@ TINY_LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
 @pytest.fixture(scope="module")
 def classifier():
     """A tiny RoBERTa classifier of two classes: a tokenizer trained on `TINY_TEXTS`, sequences of 8 tokens."""
-    from keras_scl.experiments.offline import tiny_roberta_classifier
+    from keras_scl.testing import tiny_roberta_classifier
 
     return tiny_roberta_classifier(num_classes=2, texts=TINY_TEXTS, sequence_length=8)
 

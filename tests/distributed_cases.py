@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 NUM_CLASSES = 8
 REPLICAS = 2

@@ -153,7 +153,7 @@ _INTERRUPTED_FIT = """
 import json, os, signal, threading
 import numpy as np, keras
 from keras_scl import SCLClassifier
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 rng = np.random.default_rng(0)
 x = {"token_ids": rng.integers(3, 50, (256, 64)), "padding_mask": np.ones((256, 64), bool)}

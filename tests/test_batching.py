@@ -146,7 +146,7 @@ FOUR_CLASSES = np.arange(24) % 4
 
 def fitted_positive_fraction(batches):
     from keras_scl import SCLClassifier
-    from keras_scl.experiments.offline import tiny_roberta_classifier
+    from keras_scl.testing import tiny_roberta_classifier
 
     model = SCLClassifier(tiny_roberta_classifier(num_classes=4, texts=TEXTS))
     model.compile(optimizer="adam")

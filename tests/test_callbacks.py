@@ -10,7 +10,7 @@ from keras_scl import SupervisedContrastiveLoss
 from keras_scl.batching import take
 from keras_scl.callbacks import EmbeddingView
 from keras_scl.callbacks import ParamScheduler
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 from keras_scl.views import silhouette
 
 TEXTS = ["a fine film", "a great story", "good fun", "a joy", "a dull film", "a poor plot", "bad acting", "a bore"]

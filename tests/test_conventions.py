@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 TEXTS = ["a fine film", "a great story", "good fun", "a joy", "a dull film", "a poor plot", "bad acting", "a bore"]
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])

@@ -26,10 +26,10 @@ from keras_scl import ShuffledBatches
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl import few_shot_recipe
 from keras_scl import supervised_contrastive_loss
-from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.losses import anchors_with_positive
 from keras_scl.probe import fit_linear_head
 from keras_scl.probe import softmax_regression
+from keras_scl.testing import tiny_roberta_classifier
 
 
 def doors(model, x, y=LABELS, train=TEXTS):

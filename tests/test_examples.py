@@ -33,7 +33,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
 
 
 def test_quickstart_takes_a_preset_folder(tmp_path):
-    from keras_scl.experiments.offline import tiny_roberta_classifier
+    from keras_scl.testing import tiny_roberta_classifier
 
     tiny_roberta_classifier(num_classes=2, hidden_dim=16).save_to_preset(str(tmp_path / "preset"))
     run_example(

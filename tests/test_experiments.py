@@ -240,7 +240,7 @@ def test_a_hugging_face_roberta_checkpoint_folder(tmp_path):
     transformers = pytest.importorskip("transformers", reason="comes with the `minilm` extra")
     import torch
 
-    from keras_scl.experiments.offline import byte_level_bpe
+    from keras_scl.testing import byte_level_bpe
 
     config = transformers.RobertaConfig(
         vocab_size=300,

@@ -8,9 +8,9 @@ from keras import ops
 
 from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
-from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.heads import MeanPooling
 from keras_scl.heads import sequence_output
+from keras_scl.testing import tiny_roberta_classifier
 
 
 def reference_mean(sequence, mask):

@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 
 from keras_scl import SCLClassifier
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 TEXTS = ["a fine film", "a great story", "good fun", "a joy", "a dull film", "a poor plot", "no fun", "a bore"]
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -100,7 +100,7 @@ def test_every_input_kind_trains_without_tensorflow_or_grain():
         import numpy as np
         import torch.utils.data
         import keras_scl
-        from keras_scl.experiments.offline import tiny_roberta_classifier
+        from keras_scl.testing import tiny_roberta_classifier
         from test_inputs import LABELS, TEXTS, TextBatches
 
         def model(preprocessor=True):

@@ -13,7 +13,7 @@ import keras_scl
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl.batching import take
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 TEXTS = [
     "a fine film with great acting",

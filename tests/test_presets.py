@@ -19,8 +19,8 @@ import pytest
 from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
 from keras_scl import few_shot_recipe
-from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.presets import SETTINGS_FILE
+from keras_scl.testing import tiny_roberta_classifier
 
 TEXTS = ["good", "fine", "great", "lovely", "bad", "dull", "poor", "awful"]
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])

@@ -10,9 +10,9 @@ from keras_scl import LinearProbe
 from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
 from keras_scl import tapping
-from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.probe import fit_linear_head
 from keras_scl.probe import softmax_regression
+from keras_scl.testing import tiny_roberta_classifier
 
 
 def separable(n=30, dim=6, classes=3, seed=0, noise=1.0):

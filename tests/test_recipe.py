@@ -9,8 +9,8 @@ from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl import few_shot_recipe
-from keras_scl.experiments.offline import tiny_roberta_classifier
 from keras_scl.recipe import recipe_steps
+from keras_scl.testing import tiny_roberta_classifier
 
 TEXTS = ["good", "fine", "great", "lovely", "nice", "bad", "dull", "poor", "awful", "grim"]
 LABELS = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])

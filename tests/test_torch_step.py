@@ -9,7 +9,7 @@ from keras import ops
 import keras_scl
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's own step")
 

@@ -8,7 +8,6 @@ TensorFlow Datasets, SciPy, scikit-learn, matplotlib, tqdm, tokenizers);
   embedded `keras_scl_mini`), the few-shot protocol, label noise.
 - `keras_scl.experiments.encoders`: text classifiers by name (presets,
   local checkpoints, the embedded MiniLM, random RoBERTas).
-- `keras_scl.experiments.offline`: tiny classifiers that build offline.
 - `keras_scl.experiments.settings`: `ExperimentConfig`, checked up front.
 - `keras_scl.experiments.runner`: CE versus CE+SCL, reproducible and resumable.
 - `keras_scl.experiments.records`: its own files (runs, settings, augmentation

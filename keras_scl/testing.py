@@ -1,4 +1,7 @@
-"""Tiny text classifiers that build offline, for examples, tests and smoke runs.
+"""Tiny text classifiers that build offline, for docstring examples, tests and smoke runs.
+
+The library's testing module: its docstrings, its tests, the examples and
+the experiment harness build their small models here.
 
 Nothing here downloads: the tokenizer is byte-level BPE (every string
 tokenises), either the 256 byte symbols with a few merges or trained on the

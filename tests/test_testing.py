@@ -7,9 +7,9 @@ import keras
 import keras_hub
 import numpy as np
 
-from keras_scl.experiments.offline import byte_level_bpe
-from keras_scl.experiments.offline import byte_level_vocabulary
-from keras_scl.experiments.offline import tiny_roberta_classifier
+from keras_scl.testing import byte_level_bpe
+from keras_scl.testing import byte_level_vocabulary
+from keras_scl.testing import tiny_roberta_classifier
 
 
 def roberta_tokenizer(texts=None, vocabulary_size=1000):
@@ -52,7 +52,7 @@ def test_training_on_token_ids_needs_no_tensorflow():
         sys.modules["tensorflow_datasets"] = None
         import numpy as np
         import keras_scl
-        from keras_scl.experiments.offline import tiny_roberta_classifier
+        from keras_scl.testing import tiny_roberta_classifier
         model = keras_scl.SCLClassifier(tiny_roberta_classifier(num_classes=2, preprocessor=False))
         model.compile(optimizer="adam", metrics=["sparse_categorical_accuracy"])
         inputs = {"token_ids": np.ones((8, 64), "int32"), "padding_mask": np.ones((8, 64), bool)}
