@@ -39,7 +39,6 @@ from keras_scl import SupervisedContrastiveLoss  # noqa: E402
 from keras_scl.experiments.data import few_shot_splits  # noqa: E402
 from keras_scl.experiments.data import load_task  # noqa: E402
 from keras_scl.experiments.encoders import text_classifier  # noqa: E402
-from keras_scl.inputs import preprocess_in_chunks  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -118,7 +117,11 @@ def main(argv=None):
         loss=SupervisedContrastiveLoss(temperature=args.temperature),
         metrics=["sparse_categorical_accuracy"],
     )
-    token_ids = preprocess_in_chunks(classifier.preprocessor, train.inputs())  # once, not every epoch
+    # Tokenised once, not every epoch. KerasHub's preprocessor takes lists of strings, by keyword (a positional
+    # tuple would read as `(x, y)`, and a sentence pair is a tuple).
+    texts = tuple(column.tolist() for column in train.texts)
+    token_ids = classifier.preprocessor(x=texts[0] if len(texts) == 1 else texts)
+    token_ids = {key: keras.ops.convert_to_numpy(value) for key, value in token_ids.items()}
     batches = distributed_batches(token_ids, train.labels, args.batch_size, args.seed)
     if rank == 0:
         print(

@@ -1,6 +1,6 @@
 """The one door to private names of Keras and KerasHub, and the versions keras_scl's fast torch step is tested with.
 
-The fast torch step (`keras_scl.torch_step`) reads internals that no Keras
+The fast torch step (`keras_scl.training.torch_step`) reads internals that no Keras
 or KerasHub release promises to keep: the sublayers of a KerasHub
 `TransformerEncoder`, the projections of a `MultiHeadAttention`, Adam's
 moment variables, the compiled metrics. Every such read goes through

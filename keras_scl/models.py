@@ -144,7 +144,7 @@ def _fast_train_function(model, force):
     """keras_scl's own torch step where it applies (`compile(fast_step=True)` on torch), else `None`."""
     if keras.backend.backend() != "torch" or not getattr(model, "fast_step", False):
         return None
-    from keras_scl import torch_step
+    from keras_scl.training import torch_step
 
     return torch_step.train_function(model, force)
 
@@ -389,7 +389,7 @@ class SCLClassifier(keras_hub.models.Task):
         self.memory_warmup_steps = memory_warmup_steps
 
         if keras.backend.backend() == "torch":
-            from keras_scl import torch_step
+            from keras_scl.training import torch_step
 
             torch_step.register_parameters(self)
 
@@ -473,7 +473,7 @@ class SCLClassifier(keras_hub.models.Task):
             metrics: Metrics on the logits. `"auto"` is `["accuracy"]`.
                 Defaults to `"auto"`.
             fast_step: On torch, whether `fit` trains with keras_scl's own
-                step (`keras_scl.torch_step`: no host-device sync, fused
+                step (`keras_scl.training.torch_step`: no host-device sync, fused
                 attention, blocks and Adam; Keras' code for a piece whose
                 internals moved). No effect on JAX and TensorFlow. Defaults
                 to `True`.
@@ -509,7 +509,7 @@ class SCLClassifier(keras_hub.models.Task):
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.loss, self.logits_loss, self.fast_step = loss, logits_loss, fast_step
         if keras.backend.backend() == "torch":
-            from keras_scl import torch_step
+            from keras_scl.training import torch_step
 
             torch_step.configure(self, fast_step)
 

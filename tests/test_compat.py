@@ -28,7 +28,13 @@ from keras_scl.testing import tiny_roberta_classifier
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the fast step is the torch backend's")
 
 if keras.backend.backend() == "torch":
-    from keras_scl import torch_step
+    from keras_scl.training import fused_adam
+    from keras_scl.training import fused_layers
+    from keras_scl.training import step_logs
+    from keras_scl.training import torch_step
+
+    # Every module of the step that reads Keras' internals, each through its own import of `compat.private`.
+    STEP_MODULES = (fused_adam, fused_layers, step_logs, torch_step)
 
 
 def token_batches(n=24, length=12, seed=0):
@@ -94,7 +100,8 @@ def not_available_at_the_door(monkeypatch, owner_type, name):
         return real(owner, attribute)
 
     with monkeypatch.context() as patch:
-        patch.setattr(torch_step, "private", private)
+        for module in STEP_MODULES:
+            patch.setattr(module, "private", private)
         yield
 
 
@@ -154,9 +161,9 @@ def test_an_optimizer_missing_its_state_updates_with_keras_own_apply(name):
     model.optimizer.build(model.trainable_variables)
     with attribute_deleted(model.optimizer, name):
         step = assert_warns_once_naming(f".{name}", model.make_train_function)
-    assert isinstance(step.update, torch_step.KerasUpdate)
+    assert isinstance(step.update, fused_adam.KerasUpdate)
     assert_trains_as_keras_step(model)
-    assert isinstance(model.train_function.update, torch_step.KerasUpdate)  # the decision stands for the fit
+    assert isinstance(model.train_function.update, fused_adam.KerasUpdate)  # the decision stands for the fit
 
 
 @pytest.mark.parametrize("name", ["_get_variable_index", "_use_weight_decay"])
@@ -167,7 +174,7 @@ def test_an_optimizer_missing_a_method_updates_with_keras_own_apply(monkeypatch,
     monkeypatch.delattr(owner, name)
     step = assert_warns_once_naming(f".{name}", model.make_train_function)
     monkeypatch.undo()  # put back before training: Keras' own update needs it
-    assert isinstance(step.update, torch_step.KerasUpdate)
+    assert isinstance(step.update, fused_adam.KerasUpdate)
     assert_trains_as_keras_step(model)
 
 
@@ -236,7 +243,8 @@ def test_every_private_name_the_fast_step_reads_is_tested_here(monkeypatch):
         read.add(attribute)
         return real(owner, attribute)
 
-    monkeypatch.setattr(torch_step, "private", recording)
+    for module in STEP_MODULES:
+        monkeypatch.setattr(module, "private", recording)
     fit(build())
     tested = {
         *BLOCK_NAMES,
@@ -300,7 +308,7 @@ def attention_model(**options):
 def test_an_attention_layer_with_an_option_the_swap_lacks_keeps_keras_code(options, fused):
     model, layer, x = attention_model(**options)
     expected = ops.convert_to_numpy(model(x, training=False))
-    assert torch_step.use_fused_attention(model) == {}
+    assert fused_layers.use_fused_attention(model) == {}
     assert ("_compute_attention" in vars(layer)) is fused
     np.testing.assert_allclose(ops.convert_to_numpy(model(x, training=False)), expected, rtol=1e-5, atol=1e-6)
 
@@ -322,7 +330,7 @@ def test_a_block_whose_attention_has_an_option_the_fused_block_lacks_keeps_keras
 
 def test_an_attention_layer_switched_to_flash_attention_keeps_keras_code():
     model, layer, _ = attention_model(flash_attention=True)  # Keras' switch for one kernel (not run: no GPU here)
-    assert torch_step.use_fused_attention(model) == {}
+    assert fused_layers.use_fused_attention(model) == {}
     assert "_compute_attention" not in vars(layer)
 
 
