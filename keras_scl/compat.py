@@ -10,6 +10,14 @@ optimizer update, the metrics), and `warn_fallbacks` says so once per model,
 naming what was missing and the installed versions. A model always compiles
 and trains; at worst as fast as Keras' own step.
 
+The fused layers replace methods of layer instances through `override_method`
+and `restore_method`. The rest of the library touches a few more internals,
+also here and nowhere else:
+the keyword with which Keras' `fit` calls `evaluate` (`fit_is_validating`),
+and the JAX trainer's variable buffers and state that a failed call leaves
+behind (`variable_buffer`, `empty_variable`, `drop_jax_trainer_state`, for
+`keras_scl.state`).
+
 `TESTED_WITH` declares the releases the fast step was tested with; outside
 them `warn_untested_versions` warns once per process (no upper pin stops an
 install).
@@ -22,10 +30,16 @@ import weakref
 __all__ = [
     "TESTED_WITH",
     "NotAvailable",
+    "drop_jax_trainer_state",
+    "empty_variable",
+    "fit_is_validating",
     "installed_versions",
     "keras_mask",
+    "override_method",
     "private",
+    "restore_method",
     "untested_versions",
+    "variable_buffer",
     "warn_fallbacks",
     "warn_untested_versions",
 ]
@@ -69,6 +83,57 @@ def private(owner, attribute):
 def keras_mask(tensor):
     """The mask Keras attached to `tensor` (its `_keras_mask`, which KerasHub's blocks read too), or `None`."""
     return getattr(tensor, "_keras_mask", None)
+
+
+def override_method(instance, name, function):
+    """Makes `instance.name` (a method of Keras or KerasHub, private ones included) call `function` instead.
+
+    The function is set on the instance, where it shadows the class's method
+    for that instance alone; `restore_method` takes it away.
+
+    Example:
+
+    >>> import keras
+    >>> layer, other = keras.layers.Dense(2), keras.layers.Dense(2)
+    >>> override_method(layer, "call", lambda inputs: "replaced")
+    >>> layer.call(None), other.call is not None and other.call.__name__
+    ('replaced', 'call')
+    >>> restore_method(layer, "call")
+    >>> layer.call.__name__
+    'call'
+    """
+    setattr(instance, name, function)
+
+
+def restore_method(instance, name):
+    """Undoes `override_method`: `instance.name` is its class's method again (nothing happens if it was not set)."""
+    vars(instance).pop(name, None)
+
+
+def fit_is_validating(evaluate_keywords):
+    """Whether `evaluate` is called by Keras' `fit` on its validation data: `fit` passes the private keyword
+    `_use_cached_eval_dataset=True` (a release without it reads as "not `fit`": `evaluate` then checks and
+    prepares the data itself, which costs time, never correctness).
+
+    >>> fit_is_validating({"_use_cached_eval_dataset": True}), fit_is_validating({})
+    (True, False)
+    """
+    return bool(evaluate_keywords.get("_use_cached_eval_dataset", False))
+
+
+def variable_buffer(variable):
+    """The backend value behind a Keras variable (its `_value`), or `None` where the JAX trainer emptied it."""
+    return getattr(variable, "_value", None)
+
+
+def empty_variable(variable):
+    """Marks a variable as empty (`_value = None`), so that its next `assign` creates its value anew."""
+    variable._value = None
+
+
+def drop_jax_trainer_state(model):
+    """Forgets the JAX trainer's stateless copy of the variables (`_jax_state`), which it would sync back."""
+    model._jax_state = None
 
 
 def installed_versions():

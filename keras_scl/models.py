@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_scl import inputs
 from keras_scl.batching import InMemoryBatches
+from keras_scl.compat import fit_is_validating
 from keras_scl.distributed import world_size
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.losses import anchors_with_positive
@@ -248,7 +249,7 @@ def _checks(model):
 
 def _restoring(model, call, **kwargs):
     """Runs a Keras `fit`/`evaluate`/`predict` call, the model restored (JAX) if it fails; a stopped fit tells."""
-    if kwargs.get("_use_cached_eval_dataset"):  # `fit` validating: inside fit's own guard
+    if fit_is_validating(kwargs):  # inside fit's own guard
         return call(**kwargs)
     try:
         with restored_on_failure(model):
@@ -613,7 +614,7 @@ class SCLClassifier(keras_hub.models.Task):
         **kwargs,
     ):
         """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
-        cached = kwargs.get("_use_cached_eval_dataset", False)  # Keras' `fit` evaluating its validation data
+        cached = fit_is_validating(kwargs)  # Keras' `fit` evaluating its validation data
         _check_compiled(self, "evaluate", x, y)
         callbacks = callback_list(callbacks, "evaluate")
         prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached, **_checks(self))

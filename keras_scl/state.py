@@ -15,6 +15,10 @@ import contextlib
 
 import keras
 
+from keras_scl.compat import drop_jax_trainer_state
+from keras_scl.compat import empty_variable
+from keras_scl.compat import variable_buffer
+
 __all__ = ["restored_on_failure"]
 
 
@@ -25,7 +29,7 @@ def _model_variables(model):
 
 
 def _is_broken(variable):
-    value = getattr(variable, "_value", None)
+    value = variable_buffer(variable)
     if value is None:
         return True
     is_deleted = getattr(value, "is_deleted", None)
@@ -58,13 +62,13 @@ def restored_on_failure(model):
     try:
         yield
     except BaseException:
-        model._jax_state = None  # the trainer's stale state must not be synced over the restored values
+        drop_jax_trainer_state(model)  # the trainer's stale state must not be synced over the restored values
         every = {id(variable): variable for variable in _model_variables(model)}
         if any(_is_broken(variable) for variable in every.values()):
             for key, variable in every.items():
                 if key in saved:
                     variable.assign(saved[key])
                 elif _is_broken(variable):  # made by the failed call (optimizer slots, metrics): its initial value
-                    variable._value = None
+                    empty_variable(variable)
                     variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
         raise

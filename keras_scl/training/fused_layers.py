@@ -23,7 +23,9 @@ import torch.nn.functional as F
 
 from keras_scl.compat import NotAvailable
 from keras_scl.compat import keras_mask
+from keras_scl.compat import override_method
 from keras_scl.compat import private
+from keras_scl.compat import restore_method
 
 __all__ = ["use_fused_attention", "use_keras_attention"]
 
@@ -321,7 +323,7 @@ def use_fused_attention(model):
             missing.setdefault(piece, set()).add(error.name)
             continue
         if fused is not None:
-            setattr(layer, "_compute_attention" if piece == "attention" else "call", fused)
+            override_method(layer, "_compute_attention" if piece == "attention" else "call", fused)
     return missing
 
 
@@ -333,6 +335,6 @@ def use_keras_attention(model):
         return
     for layer in layers:
         if type(layer) is keras.layers.MultiHeadAttention:
-            vars(layer).pop("_compute_attention", None)
+            restore_method(layer, "_compute_attention")
         elif type(layer) is keras_hub.layers.TransformerEncoder:
-            vars(layer).pop("call", None)
+            restore_method(layer, "call")
