@@ -9,3 +9,6 @@
 
 Every module here imports torch: only the torch backend loads them.
 """
+
+# The package itself exports nothing: importing its modules loads torch, which only the torch backend does.
+__all__ = []
