@@ -13,7 +13,7 @@ set -u
 OUT=${OUT:-gpu_results}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=torch
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=torch PYTHONUNBUFFERED=1  # rows reach $OUT even if a limit stops a section
 
 section() {  # name, seconds, command...
     local name=$1 seconds=$2
@@ -25,9 +25,11 @@ section() {  # name, seconds, command...
     grep -E '^\||whole run' "$OUT/$name.txt"
 }
 
-section machine 30 bash -c 'nvidia-smi; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"'
-section count_syncs 150 python3 benchmarks/count_syncs.py
-section gpu_fit 420 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --output "$OUT/gpu_fit.json"
-section gpu_fit_compiled 300 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --sizes roberta_large \
+# Most important first; the limits add up to under 7 minutes, so that a lent machine's 15 minutes leave room for
+# its start and a rerun.
+section machine 15 bash -c 'nvidia-smi; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"'
+section gpu_fit 240 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --output "$OUT/gpu_fit.json"
+section count_syncs 45 python3 benchmarks/count_syncs.py
+section loss_vs_peers 45 python3 benchmarks/loss_vs_peers.py --device cuda --batch-sizes 64 1024 16384 --dims 1024
+section gpu_fit_compiled 75 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --sizes roberta_large \
     --batch-sizes 64 --variants fast_keras_blocks fast_compiled --anchor-modes --output "$OUT/gpu_fit_compiled.json"
-section loss_vs_peers 150 python3 benchmarks/loss_vs_peers.py --device cuda --batch-sizes 64 1024 16384 --dims 1024

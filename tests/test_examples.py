@@ -78,3 +78,17 @@ def test_gpu_benchmark_runs_every_fit_variant_on_the_cpu(tmp_path):
     (measured,) = [entry for entry in json.loads((tmp_path / "fit.json").read_text())["results"] if "rows" in entry]
     assert [row["impl"] for row in measured["rows"]] == [f"fit_{variant}" for variant in variants]
     assert all(row["examples_per_second"] > 0 for row in measured["rows"])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the profile is of the torch step")
+def test_step_profile_runs_on_the_cpu():
+    """`profile_step.py` is run on a lent GPU in one shot: it runs here first, and counts what the step issues."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    command = [sys.executable, str(script), "--anchor", "", "--size", "host_bound", "--device", "cpu"]
+    command += ["--dtype", "float32", "--batch-size", "2", "--sequence-length", "8", "--steps", "2", "--top", "3"]
+    result = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split(" | ")[0].strip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    aten_ops = float(rows["aten ops"].split(" | ")[1].strip(" |"))
+    assert aten_ops > 24 * 10  # 24 blocks, each at least its projections, norms and activation
+    assert "aten::" in result.stdout  # the table of the host's costliest operators

@@ -1,4 +1,4 @@
-"""`SCLClassifier`'s training step on the torch backend: a step that never makes the GPU wait for the host.
+"""`SCLClassifier`'s training step on the torch backend: a step that never makes the host wait for the GPU.
 
 Keras' own `train_step` on torch is correct but slow on a GPU, because the
 host stops to wait for the device many times a step: every Python number
