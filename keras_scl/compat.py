@@ -23,7 +23,9 @@ them `warn_untested_versions` warns once per process (no upper pin stops an
 install).
 """
 
+import functools
 import importlib.metadata
+import types
 import warnings
 import weakref
 
@@ -38,6 +40,7 @@ __all__ = [
     "override_method",
     "private",
     "restore_method",
+    "set_keras_mask",
     "untested_versions",
     "variable_buffer",
     "warn_fallbacks",
@@ -56,7 +59,12 @@ class NotAvailable(LookupError):
     """
 
     def __init__(self, owner, attribute):
-        owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
+        if isinstance(owner, str):  # a module that is not there
+            owner_name = owner
+        elif isinstance(owner, (type, types.ModuleType)):
+            owner_name = owner.__name__
+        else:
+            owner_name = type(owner).__name__
         self.name = f"{owner_name}.{attribute}"
         super().__init__(self.name)
 
@@ -80,9 +88,42 @@ def private(owner, attribute):
         raise NotAvailable(owner, attribute) from None
 
 
+@functools.cache
+def _masking(name):
+    try:
+        from keras.src.backend.common import masking
+    except ImportError:
+        raise NotAvailable("keras.src.backend.common.masking", name) from None
+    return private(masking, name)
+
+
 def keras_mask(tensor):
     """The mask Keras attached to `tensor` (its `_keras_mask`, which KerasHub's blocks read too), or `None`."""
-    return getattr(tensor, "_keras_mask", None)
+    try:
+        return _masking("get_keras_mask")(tensor)
+    except NotAvailable:  # where Keras keeps it on torch and TensorFlow tensors
+        return getattr(tensor, "_keras_mask", None)
+
+
+def set_keras_mask(tensor, mask):
+    """Attaches `mask` to `tensor` as Keras' own masks are (Keras' losses reduce over its `True` entries).
+
+    Returns `tensor`. On JAX, whose arrays take no attributes, Keras keeps the
+    mask beside the array; where that store has moved, the attribute is set.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> values = keras.ops.convert_to_tensor(np.array([1.0, 2.0]))
+    >>> keras.ops.convert_to_numpy(keras_mask(set_keras_mask(values, np.array([True, False])))).tolist()
+    [True, False]
+    """
+    try:
+        _masking("set_keras_mask")(tensor, mask)
+    except NotAvailable:
+        tensor._keras_mask = mask
+    return tensor
 
 
 def override_method(instance, name, function):

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_scl.compat import keras_mask
+from keras_scl.compat import set_keras_mask
 from keras_scl.distributed import all_gather
 from keras_scl.distributed import gathers_global_batch
 from keras_scl.validation import check_bool
@@ -393,6 +395,30 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         self.temperature = temperature
         self.global_batch = global_batch
 
+    def call(self, y_true, y_pred, memory_embeddings=None, memory_labels=None):
+        """Per-anchor losses, float32 `(batch,)`, masked to the anchors that have a positive.
+
+        As Keras' losses do, `call` gives one value per example and leaves the
+        reduction to the caller: the mask (Keras' own, `keras_scl.compat.keras_mask`
+        reads it) marks the anchors that count, so that Keras' masked reduction
+        (`keras.losses.Loss.__call__`) gives this loss's value for every
+        reduction. `__call__` reduces it itself, on the device and without
+        reading any count on the host (Keras' masked mean copies constants to
+        the GPU in every step), after the global batch is gathered under DDP.
+
+        Example:
+
+        >>> import numpy as np
+        >>> embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+        >>> per_anchor = SupervisedContrastiveLoss().call(np.array([0, 0, 1]), embeddings)
+        >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(per_anchor)]
+        [0.0358, 0.0513, 0.0]
+        >>> keras.ops.convert_to_numpy(keras_mask(per_anchor)).tolist()
+        [True, True, False]
+        """
+        loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature, memory_embeddings, memory_labels)
+        return set_keras_mask(loss, has_positive)
+
     def __call__(self, y_true, y_pred, sample_weight=None, memory_embeddings=None, memory_labels=None):
         """The reduced loss; `memory_embeddings` and `memory_labels` as in `supervised_contrastive_loss`."""
         return self.compute(y_true, y_pred, sample_weight, memory_embeddings, memory_labels).loss
@@ -405,8 +431,8 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         (global, under DDP) batch and which anchors had a positive, so that
         neither the gather nor the positives are computed twice.
         """
-        # Keras' own reduction divides by the batch size; ours divides by the
-        # anchors that have a positive, so the reduction is done here.
+        # Keras' masked reduction would give the same value (see `call`), but
+        # with host-to-device copies in every step; this one makes none.
         with keras.name_scope(self.name):
             if _is_host_data(sample_weight):
                 check_sample_weights("sample_weight", sample_weight)
@@ -414,7 +440,10 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                 y_true, y_pred = all_gather(y_true), all_gather(y_pred)
                 if sample_weight is not None:
                     sample_weight = all_gather(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
-            loss, has_positive = _per_anchor_terms(y_true, y_pred, self.temperature, memory_embeddings, memory_labels)
+            loss = self.call(y_true, y_pred, memory_embeddings, memory_labels)
+            has_positive = keras_mask(loss)
+            if has_positive is None:  # a subclass's `call` that marks no anchor: every anchor counts
+                has_positive = ops.ones_like(loss, dtype="bool")
             loss = ops.cast(self._reduce(loss, has_positive, sample_weight), self.dtype)
             return SCLBatch(loss, y_true, y_pred, has_positive)
 

@@ -9,6 +9,7 @@ from keras import ops
 from conftest import value_and_gradient
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl import supervised_contrastive_loss
+from keras_scl.compat import keras_mask
 from keras_scl.losses import anchors_with_positive
 
 
@@ -120,6 +121,30 @@ def test_reductions_and_sample_weight():
     )
     np.testing.assert_allclose(ops.convert_to_numpy(loss("none")), weighted, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ops.convert_to_numpy(loss(None)), weighted, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("pattern", ["with_singletons", "all_distinct", "all_equal"])
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none"])
+def test_keras_reduction_of_call_gives_the_reference(reduction, pattern):
+    """`call` is in Keras' shape: Keras' own `Loss.__call__` (its masked reduction) gives the paper's numbers."""
+    labels, embeddings = make_batch(9, 8, pattern, seed=3)
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, size=9).astype("float32")
+    per_anchor, has_positive = reference_per_anchor(labels, embeddings, 0.3)
+    weighted, counted = per_anchor * weights, weights * has_positive
+    expected = {
+        "sum": weighted.sum(),
+        "sum_over_batch_size": weighted.sum() / max(has_positive.sum(), 1),
+        "mean": weighted.sum() / max(has_positive.sum(), 1),
+        "mean_with_sample_weight": weighted.sum() / counted.sum() if counted.sum() else 0.0,
+        "none": weighted,
+    }[reduction]
+    loss = SupervisedContrastiveLoss(temperature=0.3, reduction=reduction)
+    through_keras = keras.losses.Loss.__call__(loss, labels, embeddings, sample_weight=weights)
+    ours = loss(labels, embeddings, sample_weight=weights)
+    for value in (through_keras, ours):
+        np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-5, atol=1e-6)
+    mask = ops.convert_to_numpy(keras_mask(loss.call(labels, embeddings)))
+    np.testing.assert_array_equal(mask, has_positive)
 
 
 def test_batch_without_any_positive_gives_zero():
