@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -92,3 +93,30 @@ def test_step_profile_runs_on_the_cpu():
     aten_ops = float(rows["aten ops"].split(" | ")[1].strip(" |"))
     assert aten_ops > 24 * 10  # 24 blocks, each at least its projections, norms and activation
     assert "aten::" in result.stdout  # the table of the host's costliest operators
+
+
+def test_main_job_memory_counts_children_and_finished_runs(tmp_path):
+    """The memory benchmark's two readings: the resident set of a process with its children, the runs finished."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import main_job_memory
+    finally:
+        sys.path.pop(0)
+    import psutil
+
+    me = psutil.Process()
+    child = subprocess.Popen([sys.executable, "-c", "import time; data = bytearray(200 * 2**20); time.sleep(30)"])
+    try:
+        for _ in range(100):  # until the child holds its 200 MiB
+            if sum(member.memory_info().rss for member in me.children()) > 200 * 2**20:
+                break
+            time.sleep(0.1)
+        assert main_job_memory.resident_bytes(me) >= me.memory_info().rss + 200 * 2**20
+    finally:
+        child.kill()
+        child.wait()
+    assert main_job_memory.finished_runs(tmp_path) == 0
+    (tmp_path / "runs.jsonl").write_text('{"run": 0}\n{"run": 1}\n')
+    assert main_job_memory.finished_runs(tmp_path) == 2
+    with pytest.raises(SystemExit):
+        main_job_memory.main(["--runs", "3"])
