@@ -136,6 +136,21 @@ def test_ce_and_scl_runs_differ_only_in_the_loss(tmp_path, data_dir):
     assert scl["final_loss"] == pytest.approx(0.1 * scl["final_ce_loss"] + 0.9 * scl["final_scl_loss"], rel=1e-4)
 
 
+def test_each_run_gives_back_its_model_and_memory(tmp_path, data_dir, monkeypatch):
+    """No run's model outlives it, and the freed heap is trimmed after each (`benchmarks/main_job_memory.py`)."""
+    import gc
+
+    from keras_scl import SCLClassifier
+    from keras_scl.experiments import runner
+
+    calls, real = [], runner.give_back_memory
+    monkeypatch.setattr(runner, "give_back_memory", lambda: (calls.append(1), real()))
+    runs = run_experiment(_config(data_dir, num_subsamples=2), tmp_path, progress=False)
+    assert len(runs) == len(calls) == 4
+    gc.collect()
+    assert not [thing for thing in gc.get_objects() if isinstance(thing, SCLClassifier)]
+
+
 def test_mixed_precision_runs_report_and_restore_the_policy(tmp_path, data_dir):
     # What a GPU run uses (--dtype-policy mixed_bfloat16); bfloat16 also runs on CPU.
     runs = run_experiment(_config(data_dir, num_subsamples=1, dtype_policy="mixed_bfloat16"), tmp_path, progress=False)
