@@ -59,12 +59,7 @@ class NotAvailable(LookupError):
     """
 
     def __init__(self, owner, attribute):
-        if isinstance(owner, str):  # a module that is not there
-            owner_name = owner
-        elif isinstance(owner, (type, types.ModuleType)):
-            owner_name = owner.__name__
-        else:
-            owner_name = type(owner).__name__
+        owner_name = owner.__name__ if isinstance(owner, (type, types.ModuleType)) else type(owner).__name__
         self.name = f"{owner_name}.{attribute}"
         super().__init__(self.name)
 
@@ -90,11 +85,9 @@ def private(owner, attribute):
 
 @functools.cache
 def _masking(name):
-    try:
-        from keras.src.backend.common import masking
-    except ImportError:
-        raise NotAvailable("keras.src.backend.common.masking", name) from None
-    return private(masking, name)
+    import keras
+
+    return private(keras.src.backend, name)
 
 
 def keras_mask(tensor):

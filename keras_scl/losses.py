@@ -442,8 +442,6 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
                     sample_weight = all_gather(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
             loss = self.call(y_true, y_pred, memory_embeddings, memory_labels)
             has_positive = keras_mask(loss)
-            if has_positive is None:  # a subclass's `call` that marks no anchor: every anchor counts
-                has_positive = ops.ones_like(loss, dtype="bool")
             loss = ops.cast(self._reduce(loss, has_positive, sample_weight), self.dtype)
             return SCLBatch(loss, y_true, y_pred, has_positive)
 
