@@ -85,6 +85,7 @@ def runs_of_task(task_name, args, done, output):
     from keras_scl import few_shot_recipe
     from keras_scl.experiments.data.protocol import flip_labels
     from keras_scl.experiments.encoders import text_classifier
+    from keras_scl.experiments.runner import give_back_memory
     from keras_scl.heads import MeanPooledTextClassifier
     from keras_scl.probe import softmax_regression
     from keras_scl.recipe import recipe_steps
@@ -166,6 +167,7 @@ def runs_of_task(task_name, args, done, output):
             with open(output, "a") as file:
                 file.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
+            give_back_memory()  # as the main job does after each run
 
 
 def accuracy(record):

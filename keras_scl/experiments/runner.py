@@ -277,6 +277,7 @@ def cross_validated_accuracy(labels, origins, folds, seed, train_and_score):
     for fold, (train, held) in enumerate(cross_validation_folds(labels[originals], folds, seed)):
         train_rows = np.flatnonzero(np.isin(origins, originals[train]) | (origins < 0))
         accuracies.append(train_and_score(train_rows, originals[held], fold))
+        give_back_memory()  # each fold trains a model of its own, as each run does
     return float(np.mean(accuracies))
 
 
