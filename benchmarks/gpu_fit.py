@@ -18,6 +18,11 @@ the anchor), CE + SCL with λ = 0.9 and τ = 0.3, AdamW:
 - `fit fast_keras_blocks` (only when asked for): the fast step with each
   transformer block computed by Keras' sublayers (attention still fused),
   to show what running a block as one torch function buys;
+- `fit fast_keras_adam` and `fit fast_keras_metrics` (only when asked
+  for): the fast step with Keras' own optimizer update (`optimizer.apply`,
+  Keras' torch Adam) in place of the fused one, or with Keras'
+  `compute_metrics` in place of the on-device metric updates, to show
+  whether each hand-written piece earns its place;
 - `fit fast_compiled` (only when asked for, `--variants fast_compiled`):
   the fast step with `jit_compile=True`, its forward pass and loss under
   `torch.compile`; the warm-up column shows what compiling costs.
@@ -56,6 +61,7 @@ from count_syncs import syncs_per_fit_step  # noqa: E402
 
 import keras_scl  # noqa: E402
 from keras_scl.batching import ShuffledBatches  # noqa: E402
+from keras_scl.training.fused_adam import KerasUpdate  # noqa: E402
 
 # Keras' names for the shapes of hf_anchor.SIZES (hidden size, layers, heads, feed-forward width).
 SIZES = {
@@ -142,6 +148,11 @@ def measure_fit(model, variant, batch_size, args):
     timed = batches(batch_size, args.steps, args.sequence_length)
     start = time.perf_counter()
     model.fit(batches(batch_size, args.warmup, args.sequence_length), epochs=1, verbose=0)
+    train_step = model.train_function
+    if variant == "fast_keras_adam":  # kept by the step's later `prepare`: same optimizer, same variables
+        train_step.update = KerasUpdate(model.optimizer, model.trainable_variables)
+    if variant == "fast_keras_metrics":  # the step's own fallback: `model.compute_metrics`
+        train_step.metrics.compiled = False
     model.fit(timed, epochs=1, verbose=0)  # the timed batches reach the device here, not in a timed round
     synchronize()
     warmup_seconds = time.perf_counter() - start
@@ -166,6 +177,9 @@ def measure_fit(model, variant, batch_size, args):
         "warmup_seconds": warmup_seconds,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "syncs_per_step": syncs,
+        # What the timed step ran, so that a variant that did not take is seen.
+        "optimizer_update": None if variant == "keras" else type(train_step.update).__name__,
+        "metrics_update": None if variant == "keras" else ("keras" if train_step.metrics.compiled is False else "on device"),
     }
 
 
@@ -191,7 +205,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["roberta_base", "roberta_large"], choices=list(SIZES))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--sequence-length", type=int, default=128)
-    variants = ["fast", "fast_ce", "keras", "fast_keras_blocks", "fast_compiled"]
+    variants = ["fast", "fast_ce", "keras", "fast_keras_blocks", "fast_keras_adam", "fast_keras_metrics", "fast_compiled"]
     parser.add_argument("--variants", nargs="+", default=variants[:3], choices=variants)
     parser.add_argument("--anchor-modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--warmup", type=int, default=3)

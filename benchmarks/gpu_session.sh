@@ -25,11 +25,14 @@ section() {  # name, seconds, command...
     grep -E '^\||whole run' "$OUT/$name.txt"
 }
 
-# Most important first; the limits add up to under 7 minutes, so that a lent machine's 15 minutes leave room for
-# its start and a rerun.
+# Most important first; the limits add up to about 6 minutes, so that a lent machine's 15 minutes leave room for
+# its start and a rerun. The compiled runs (`--variants fast_compiled --anchor-modes eager compiled`, about 3 minutes
+# for RoBERTa-large b64) are a separate call.
 section machine 15 bash -c 'nvidia-smi; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"'
-section gpu_fit 240 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --output "$OUT/gpu_fit.json"
+# The fast step, and the fast step with Keras' optimizer update or Keras' metric updates in place of
+# the hand-written ones (does each earn its place?), beside the eager anchor.
+section gpu_fit 270 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --anchor-modes eager \
+    --variants fast fast_keras_adam fast_keras_metrics --output "$OUT/gpu_fit.json"
 section count_syncs 45 python3 benchmarks/count_syncs.py
-section loss_vs_peers 45 python3 benchmarks/loss_vs_peers.py --device cuda --batch-sizes 64 1024 16384 --dims 1024
-section gpu_fit_compiled 75 python3 benchmarks/gpu_fit.py --anchor .bench/hf_anchor.py --sizes roberta_large \
-    --batch-sizes 64 --variants fast_keras_blocks fast_compiled --anchor-modes --output "$OUT/gpu_fit_compiled.json"
+section profile_step 60 python3 benchmarks/profile_step.py --anchor .bench/hf_anchor.py --size roberta_base \
+    --batch-size 16 --steps 10

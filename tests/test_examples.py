@@ -69,7 +69,7 @@ def test_plugins_example_runs_end_to_end(tmp_path):
 def test_gpu_benchmark_runs_every_fit_variant_on_the_cpu(tmp_path):
     """The GPU run is one prepared shot: a row that fails there is lost, so every variant runs here first."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_fit.py"
-    variants = ["fast", "fast_ce", "keras", "fast_keras_blocks"]
+    variants = ["fast", "fast_ce", "keras", "fast_keras_blocks", "fast_keras_adam", "fast_keras_metrics"]
     command = [sys.executable, str(script), "--sizes", "host_bound", "--device", "cpu", "--dtype", "float32"]
     command += ["--batch-sizes", "2", "--sequence-length", "8", "--warmup", "1", "--steps", "2", "--rounds", "1"]
     command += ["--anchor-modes", "--output", str(tmp_path / "fit.json"), "--variants", *variants]
@@ -79,6 +79,12 @@ def test_gpu_benchmark_runs_every_fit_variant_on_the_cpu(tmp_path):
     (measured,) = [entry for entry in json.loads((tmp_path / "fit.json").read_text())["results"] if "rows" in entry]
     assert [row["impl"] for row in measured["rows"]] == [f"fit_{variant}" for variant in variants]
     assert all(row["examples_per_second"] > 0 for row in measured["rows"])
+    # The ablations ran what they name, and only they did.
+    ran = {row["impl"]: (row["optimizer_update"], row["metrics_update"]) for row in measured["rows"]}
+    assert ran["fit_fast"] == ("FusedAdamUpdate", "on device")
+    assert ran["fit_fast_keras_adam"] == ("KerasUpdate", "on device")
+    assert ran["fit_fast_keras_metrics"] == ("FusedAdamUpdate", "keras")
+    assert ran["fit_keras"] == (None, None)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="the profile is of the torch step")
