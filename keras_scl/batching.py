@@ -6,6 +6,9 @@ import math
 import keras
 import numpy as np
 
+from keras_scl.training.trees import num_examples
+from keras_scl.training.trees import take
+from keras_scl.training.trees import to_numpy
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_num_classes
@@ -20,54 +23,8 @@ __all__ = [
     "ClassBalancedSampler",
     "InMemoryBatches",
     "ShuffledBatches",
-    "as_arrays",
     "class_balanced_dataset",
-    "num_examples",
-    "take",
 ]
-
-
-def as_arrays(data):
-    """`data` with its lists as NumPy arrays: a list is one input (texts, ids), not a structure to walk.
-
-    Dicts and tuples (sentence pairs) stay as they are, so that `keras.tree`
-    walks them and stops at the arrays.
-
-    Example:
-
-    >>> as_arrays((["a premise"], ["a hypothesis"]))
-    (array(['a premise'], dtype='<U9'), array(['a hypothesis'], dtype='<U12'))
-    """
-    return keras.tree.traverse(lambda node: np.asarray(node) if isinstance(node, list) else None, data)
-
-
-def _to_numpy(data):
-    """NumPy leaves (backend tensors may sit on a GPU), same structure; `None` stays `None`."""
-    if data is None:
-        return None
-    return keras.tree.map_structure(
-        lambda leaf: leaf if isinstance(leaf, np.ndarray) else keras.ops.convert_to_numpy(leaf), as_arrays(data)
-    )
-
-
-def take(data, index):
-    """`data[index]` for an array or list, or each leaf of a dict or tuple.
-
-    `index` is a slice or an array of positions. `None` stays `None`.
-
-    Example:
-
-    >>> take({"token_ids": np.arange(6).reshape(3, 2)}, slice(1, None))["token_ids"].tolist()
-    [[2, 3], [4, 5]]
-    """
-    if data is None:
-        return None
-    return keras.tree.map_structure(lambda leaf: leaf[index], as_arrays(data))
-
-
-def num_examples(data):
-    """Number of examples in an array, a list, or a dict/tuple of them."""
-    return len(keras.tree.flatten(as_arrays(data))[0])
 
 
 def _rng(seed):
@@ -90,7 +47,7 @@ class InMemoryBatches(keras.utils.PyDataset):
         super().__init__()
         check_integer("batch_size", batch_size, 1)
         x = standardized_inputs(x)
-        self.x, self.y, self.sample_weight = _to_numpy(x), _to_numpy(y), _to_numpy(sample_weight)
+        self.x, self.y, self.sample_weight = to_numpy(x), to_numpy(y), to_numpy(sample_weight)
         self.batch_size = batch_size
         self.size = num_examples(x)
         if not self.size:
@@ -116,7 +73,7 @@ class InMemoryBatches(keras.utils.PyDataset):
         if num_examples(x) != self.size:
             raise ValueError(f"The new `x` has {num_examples(x)} examples; these batches serve {self.size}.")
         batches = copy.copy(self)
-        batches.x = _to_numpy(x)
+        batches.x = to_numpy(x)
         batches._on_device = None
         return batches
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_scl.batching import num_examples
 from keras_scl.compat import NotAvailable
 from keras_scl.compat import private
+from keras_scl.training.trees import num_examples
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number

@@ -8,12 +8,8 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_scl import inputs
-from keras_scl.batching import InMemoryBatches
 from keras_scl.compat import fit_is_validating
-from keras_scl.distributed import world_size
 from keras_scl.losses import SupervisedContrastiveLoss
-from keras_scl.losses import anchors_with_positive
 from keras_scl.memory import LabelledMemory
 from keras_scl.presets import check_label_names
 from keras_scl.presets import classifier_from_preset
@@ -24,6 +20,13 @@ from keras_scl.state import restored_on_failure
 from keras_scl.tapping import EMBEDDINGS
 from keras_scl.tapping import reads_logits
 from keras_scl.tapping import tap
+from keras_scl.training import inputs
+from keras_scl.training.fit_checks import check_can_fit
+from keras_scl.training.fit_checks import check_compiled
+from keras_scl.training.objective import mean_cross_entropy
+from keras_scl.training.objective import scl_term
+from keras_scl.training.objective import split_losses
+from keras_scl.training.tokenizing import TokenLimits
 from keras_scl.validation import callback_list
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_integer
@@ -32,13 +35,8 @@ from keras_scl.validation import check_num_classes
 from keras_scl.validation import check_number
 from keras_scl.validation import check_one_of
 from keras_scl.validation import check_temperature
-from keras_scl.validation import class_ids
-from keras_scl.validation import is_one_hot
 
-__all__ = ["FunctionLoss", "SCLClassifier"]
-
-LOSS_KEYS = ("logits", "embedding")
-
+__all__ = ["SCLClassifier"]
 
 def _assign_number(variable, value):
     """`variable.assign(value)` for a Python number; on torch a kernel argument, not a copy that stalls a GPU."""
@@ -74,73 +72,6 @@ def _check_scl_weight(scl_weight):
     check_number("scl_weight", scl_weight, low=0, high=1)
 
 
-def _mean_cross_entropy(y, outputs, from_logits, sample_weight):
-    """Keras' (sparse) categorical cross-entropy with its default reduction: the weighted sum over the batch size.
-
-    Written out rather than called through a `keras.losses.Loss` object,
-    whose reduction turns the batch's shape into a new tensor at each call
-    (on a GPU, a copy that makes the step wait).
-    """
-    outputs = ops.cast(outputs, "float32")
-    if is_one_hot(y.shape):
-        losses = keras.losses.categorical_crossentropy(ops.cast(y, "float32"), outputs, from_logits=from_logits)
-    else:
-        losses = keras.losses.sparse_categorical_crossentropy(ops.reshape(y, (-1,)), outputs, from_logits=from_logits)
-    count = ops.sum(ops.ones_like(losses))
-    if sample_weight is not None:
-        losses = losses * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    return ops.sum(losses) / count
-
-
-@keras.saving.register_keras_serializable(package="keras_scl")
-class FunctionLoss(keras.losses.Loss):
-    """A loss function `fn(y_true, y_pred)` of per-example losses, reduced as Keras reduces a compiled function."""
-
-    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
-        super().__init__(
-            name=name or getattr(fn, "__name__", "loss").lstrip("_") or "loss", reduction=reduction, dtype=dtype
-        )
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)
-
-    def get_config(self):
-        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "fn": keras.saving.deserialize_keras_object(config["fn"])})
-
-
-def _as_loss(loss):
-    """A `keras.losses.Loss` for an identifier, a loss object or a loss function."""
-    loss = keras.losses.get(loss)
-    return loss if isinstance(loss, keras.losses.Loss) else FunctionLoss(loss)
-
-
-def _split_losses(loss):
-    """`compile`'s `loss` as `(loss on the logits or None for the built-in cross-entropy, loss on the embedding)`."""
-    if loss in ("auto", None):
-        loss = {}
-    elif isinstance(loss, SupervisedContrastiveLoss):
-        loss = {"embedding": loss}
-    elif not isinstance(loss, dict):
-        raise ValueError(
-            "SCLClassifier applies a single `loss` to the embeddings, and only a "
-            "`keras_scl.SupervisedContrastiveLoss` belongs there. To choose the loss on the logits (or another "
-            "loss on the embeddings), pass a dict: loss={'logits': ..., 'embedding': ...}, either key optional. "
-            f"Received: loss={loss!r}"
-        )
-    unknown = sorted(set(loss) - set(LOSS_KEYS))
-    if unknown:
-        raise ValueError(f"The keys of a `loss` dict must be among {LOSS_KEYS}. Received: keys {unknown}")
-    logits_loss, embedding_loss = (loss.get(key, "auto") for key in LOSS_KEYS)
-    logits_loss = None if logits_loss in ("auto", None) else _as_loss(logits_loss)
-    embedding_loss = SupervisedContrastiveLoss() if embedding_loss in ("auto", None) else _as_loss(embedding_loss)
-    return logits_loss, embedding_loss
-
-
 def _fast_train_function(model, force):
     """keras_scl's own torch step where it applies (`compile(fast_step=True)` on torch), else `None`."""
     if keras.backend.backend() != "torch" or not getattr(model, "fast_step", False):
@@ -148,15 +79,6 @@ def _fast_train_function(model, force):
     from keras_scl.training import torch_step
 
     return torch_step.train_function(model, force)
-
-
-def _check_one_process():
-    if world_size() > 1:
-        raise RuntimeError(
-            f"SCLClassifier.fit runs in one of {world_size()} torch.distributed processes, and Keras "
-            f"{keras.__version__} `fit` does not average gradients across them. Wrap the model in "
-            "torch.nn.parallel.DistributedDataParallel and train with a loop, as examples/ddp_training.py does."
-        )
 
 
 def _check_classifier(classifier, keywords):
@@ -177,74 +99,9 @@ def _check_classifier(classifier, keywords):
     check_num_classes("num_classes", classifier.output_shape[-1])
 
 
-def _check_weight_dtypes(model):
-    """Float32 weights to train: under a full float16 or bfloat16 policy AdamW's small steps round away."""
-    dtypes = {keras.backend.standardize_dtype(variable.dtype) for variable in model.trainable_variables}
-    half = sorted(dtypes & {"float16", "bfloat16"})
-    if half:
-        raise ValueError(
-            f"SCLClassifier trains float32 weights; this classifier's are {', '.join(half)} (dtype policy "
-            f"{model.classifier.dtype_policy.name!r}), where steps of a fine-tuning learning rate round away to "
-            "nothing. Build it under a mixed policy: keras.config.set_dtype_policy('mixed_bfloat16') (float32 "
-            "weights, bfloat16 compute) or 'mixed_float16'."
-        )
-
-
-def _check_can_fit(model, x, y, steps_per_epoch, class_weight):
-    _check_one_process()
-    _check_weight_dtypes(model)
-    _check_compiled(model, "fit", x, y)
-    _check_class_weight(class_weight, model.classifier.output_shape[-1])
-    # An endless tf.data pipeline (`class_balanced_dataset` of unknown length) would never end an epoch.
-    if steps_per_epoch is None and inputs.is_pipeline_dataset(x) and hasattr(x, "cardinality"):
-        if int(x.cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
-            raise ValueError(
-                "`x` is an endless tf.data dataset (e.g. `class_balanced_dataset` of a dataset of unknown length): "
-                "give `fit` a `steps_per_epoch`. Received: steps_per_epoch=None"
-            )
-
-
-def _check_class_weight(class_weight, num_classes):
-    """A weight (finite, >= 0) per class id in `range(num_classes)`: Keras looks ids up, and would use NaN as is."""
-    if class_weight is None:
-        return
-    if not isinstance(class_weight, dict):
-        raise TypeError(f"`class_weight` must be a dict of class id -> weight. Received: {type(class_weight).__name__}")
-    outside = [key for key in class_weight if not isinstance(key, (int, np.integer)) or not 0 <= key < num_classes]
-    if outside:
-        raise ValueError(
-            f"`class_weight` keys must be class ids in [0, {num_classes}) for a {num_classes}-class classifier. "
-            f"Received: keys {outside}"
-        )
-    for key, weight in class_weight.items():
-        check_number(f"class_weight[{key}]", weight, low=0)
-
-
-def _check_compiled(model, method, x, y):
-    """Compiled, and given labels of the kind (ids or one-hot rows) the compiled metrics were first used with."""
-    if not model.compiled:
-        raise ValueError(f"Call `compile()` before `{method}()`: e.g. model.compile(optimizer='adamw', loss='auto').")
-    labels = x.y if isinstance(x, InMemoryBatches) else y
-    if labels is None or not (inputs.is_in_memory(labels) or isinstance(x, InMemoryBatches)):
-        return
-    shape = tuple(labels.shape if ops.is_tensor(labels) else np.shape(labels))
-    kind = "one-hot rows" if is_one_hot(shape) else "ids"
-    compiled = getattr(model, "_compile_metrics", None)
-    if compiled is None or not compiled.built:  # built by the next step: with these labels
-        model._keras_scl_label_kind = (id(compiled), kind)  # an id: a Keras model would track the object
-        return
-    first = getattr(model, "_keras_scl_label_kind", (None, None))
-    if first[0] == id(compiled) and first[1] != kind and compiled.metrics:
-        raise ValueError(
-            f"`{method}` got labels as {kind}, but this compiled model was first used with {first[1]}: its "
-            "metrics are built for those. Give the labels as before, or call `compile()` again to switch. "
-            f"Received: y of shape {shape}"
-        )
-
-
 def _checks(model):
     """What in-memory inputs are checked against: the classifier's classes and its token-id limits."""
-    return dict(num_classes=model.classifier.output_shape[-1], limits=inputs.TokenLimits.of(model.classifier))
+    return dict(num_classes=model.classifier.output_shape[-1], limits=TokenLimits.of(model.classifier))
 
 
 def _restoring(model, call, **kwargs):
@@ -258,18 +115,6 @@ def _restoring(model, call, **kwargs):
         if "epochs" in kwargs:  # `fit`
             _tell_interrupted(kwargs.get("callbacks"))
         raise
-
-
-def _scl_term(loss, y, embedding, sample_weight, memory):
-    """`(loss, which anchors had a positive)` of the SCL side of a batch; the memory takes the batch in."""
-    labels = class_ids(y)  # ids: the loss need not check one-hot rows (a read of the labels)
-    if not isinstance(loss, SupervisedContrastiveLoss):
-        return loss(labels, embedding, sample_weight=sample_weight), anchors_with_positive(labels)
-    # One gather of the global batch (DDP) serves the loss, the memory and the count.
-    batch = loss.compute(labels, embedding, sample_weight, **(memory.keys() if memory else {}))
-    if memory:
-        memory.enqueue(batch.embeddings, batch.labels)
-    return batch.loss, batch.has_positive
 
 
 def _softmax(logits):
@@ -493,7 +338,7 @@ class SCLClassifier(keras_hub.models.Task):
         ValueError: SCLClassifier applies a single `loss` to the embeddings, ...
         """
         check_bool("fast_step", fast_step)
-        logits_loss, loss = _split_losses(loss)
+        logits_loss, loss = split_losses(loss)
         if isinstance(loss, SupervisedContrastiveLoss):
             # A copy that reads τ from this model's variable (the caller's loss stays as it was).
             self.temperature = float(ops.convert_to_numpy(loss.temperature))
@@ -536,11 +381,11 @@ class SCLClassifier(keras_hub.models.Task):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         logits, embedding = y_pred["logits"], y_pred["embedding"]
         if self.logits_loss is None:
-            ce_loss = _mean_cross_entropy(y, logits, self._from_logits, sample_weight)
+            ce_loss = mean_cross_entropy(y, logits, self._from_logits, sample_weight)
         else:
             ce_loss = ops.cast(self.logits_loss(y, logits, sample_weight=sample_weight), "float32")
         memory = self._memory if training else None
-        scl_loss, has_positive = _scl_term(self.loss, y, embedding, sample_weight, memory)
+        scl_loss, has_positive = scl_term(self.loss, y, embedding, sample_weight, memory)
         scl_weight = ops.cast(self._scl_weight, ce_loss.dtype)
         loss = (1.0 - scl_weight) * ce_loss + scl_weight * ops.cast(scl_loss, ce_loss.dtype)
         for extra_loss in self.losses:  # regularisers, as Keras' own compute_loss adds them
@@ -578,12 +423,12 @@ class SCLClassifier(keras_hub.models.Task):
         """Trains the model, as `keras.Model.fit`: the same arguments, in the same order, and what it takes.
 
         In-memory inputs are tokenised once and reshuffled every epoch, datasets batch by batch
-        (`keras_scl.inputs.for_fit`). Labels are class ids or one-hot rows, checked against the classes.
+        (`keras_scl.training.inputs.for_fit`). Labels are class ids or one-hot rows, checked against the classes.
         Callbacks with an `on_train_interrupted()` method hear of an exception or a KeyboardInterrupt
         that stops training; the model is then as `keras_scl.state.restored_on_failure` leaves it.
         Under `torch.distributed`, train with a DDP loop (`examples/ddp_training.py`).
         """
-        _check_can_fit(self, x, y, steps_per_epoch, class_weight)
+        check_can_fit(self, x, y, steps_per_epoch, class_weight)
         check_integer("epochs", epochs, 0)
         validation = (validation_split, validation_data, validation_batch_size)
         prepared = inputs.for_fit(
@@ -615,7 +460,7 @@ class SCLClassifier(keras_hub.models.Task):
     ):
         """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
         cached = fit_is_validating(kwargs)  # Keras' `fit` evaluating its validation data
-        _check_compiled(self, "evaluate", x, y)
+        check_compiled(self, "evaluate", x, y)
         callbacks = callback_list(callbacks, "evaluate")
         prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached, **_checks(self))
         return self._trainer("evaluate", prepared)(

@@ -10,9 +10,9 @@ features of a few-shot training set are small.
 
 import numpy as np
 
-from keras_scl.inputs import TokenLimits
-from keras_scl.inputs import for_predict
 from keras_scl.tapping import linear_head
+from keras_scl.training.inputs import for_predict
+from keras_scl.training.tokenizing import TokenLimits
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number

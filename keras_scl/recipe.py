@@ -34,14 +34,15 @@ import math
 import keras
 import numpy as np
 
-from keras_scl import inputs
 from keras_scl.batching import ClassBalancedBatches
-from keras_scl.batching import num_examples
 from keras_scl.callbacks import AverageWithStart
 from keras_scl.callbacks import BestWeights
 from keras_scl.callbacks import LinearProbe
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
+from keras_scl.training import inputs
+from keras_scl.training.tokenizing import TokenLimits
+from keras_scl.training.trees import num_examples
 from keras_scl.validation import callback_list
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_class_labels
@@ -208,7 +209,7 @@ def _checked_examples(model, x, y):
             "few_shot_recipe fine-tunes a keras_scl.SCLClassifier: wrap the classifier first, "
             f"few_shot_recipe(keras_scl.SCLClassifier(classifier), x, y). Received: a {type(model).__name__}"
         )
-    x = inputs.checked_inputs(x, model.preprocessor, inputs.TokenLimits.of(model.classifier))
+    x = inputs.checked_inputs(x, model.preprocessor, TokenLimits.of(model.classifier))
     if not inputs.is_in_memory(x):
         raise ValueError(
             "few_shot_recipe takes its training examples in memory (texts, sentence pairs, token ids): it draws "

@@ -35,7 +35,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_scl.batching import take
 from keras_scl.experiments.data import augmentation_for
 from keras_scl.experiments.data import cross_validation_folds
 from keras_scl.experiments.data import few_shot_splits
@@ -57,10 +56,11 @@ from keras_scl.experiments.settings import LOSSES
 from keras_scl.experiments.settings import ConfigError
 from keras_scl.experiments.settings import ExperimentConfig
 from keras_scl.heads import MeanPooledTextClassifier
-from keras_scl.inputs import preprocess_in_chunks
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
 from keras_scl.recipe import few_shot_recipe
+from keras_scl.training.tokenizing import preprocess_in_chunks
+from keras_scl.training.trees import take
 
 __all__ = [
     "LOSSES",

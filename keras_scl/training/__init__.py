@@ -1,4 +1,15 @@
-"""How a training step runs on the torch backend, one file per job.
+"""How data enters a model and how a training step runs, one file per job.
+
+Backend-neutral (every backend loads them):
+
+- `inputs`: what `x` is, decided once: the arguments of the Keras
+  `fit`/`evaluate`/`predict` call and which trainer runs it.
+- `tokenizing`: text through the preprocessor (once in memory, batch by
+  batch for datasets and loaders); token ids checked against the classifier.
+- `trees`: the nested inputs Keras takes (arrays, lists, dicts, tuples).
+- `objective`: `(1 - λ)·CE + λ·SCL`, its terms, and the losses `compile` takes.
+
+The fast torch step (these import torch: only the torch backend loads them):
 
 - `torch_step`: the step itself (`TrainStep`) and its wiring into
   `SCLClassifier` (`configure`, `train_function`, `register_parameters`).
@@ -6,9 +17,8 @@
 - `fused_adam`: Adam and AdamW in torch's fused kernel, on the Keras
   optimizer's state.
 - `step_logs`: compiled metrics and logs that stay on the device.
-
-Every module here imports torch: only the torch backend loads them.
 """
 
-# The package itself exports nothing: importing its modules loads torch, which only the torch backend does.
+# The package exports nothing itself: each module names its own API, and the torch ones load torch.
 __all__ = []
+
