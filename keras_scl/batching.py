@@ -6,9 +6,9 @@ import math
 import keras
 import numpy as np
 
-from keras_scl.training.trees import num_examples
-from keras_scl.training.trees import take
-from keras_scl.training.trees import to_numpy
+from keras_scl.trees import num_examples
+from keras_scl.trees import take
+from keras_scl.trees import to_numpy
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_num_classes

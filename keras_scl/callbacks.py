@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_scl.compat import NotAvailable
 from keras_scl.compat import private
-from keras_scl.training.trees import num_examples
+from keras_scl.trees import num_examples
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_number

@@ -42,7 +42,7 @@ from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
 from keras_scl.training import inputs
 from keras_scl.training.tokenizing import TokenLimits
-from keras_scl.training.trees import num_examples
+from keras_scl.trees import num_examples
 from keras_scl.validation import callback_list
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_class_labels

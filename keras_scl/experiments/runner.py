@@ -60,7 +60,7 @@ from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.models import SCLClassifier
 from keras_scl.recipe import few_shot_recipe
 from keras_scl.training.tokenizing import preprocess_in_chunks
-from keras_scl.training.trees import take
+from keras_scl.trees import take
 
 __all__ = [
     "LOSSES",

@@ -6,7 +6,7 @@ Backend-neutral (every backend loads them):
   `fit`/`evaluate`/`predict` call and which trainer runs it.
 - `tokenizing`: text through the preprocessor (once in memory, batch by
   batch for datasets and loaders); token ids checked against the classifier.
-- `trees`: the nested inputs Keras takes (arrays, lists, dicts, tuples).
+- `fit_checks`: what `fit` and `evaluate` check before any work.
 - `objective`: `(1 - λ)·CE + λ·SCL`, its terms, and the losses `compile` takes.
 
 The fast torch step (these import torch: only the torch backend loads them):

@@ -32,9 +32,9 @@ from keras_scl.training.tokenizing import contains_strings
 from keras_scl.training.tokenizing import is_pipeline_dataset
 from keras_scl.training.tokenizing import preprocess_in_chunks
 from keras_scl.training.tokenizing import preprocessed
-from keras_scl.training.trees import as_arrays
-from keras_scl.training.trees import num_examples
-from keras_scl.training.trees import take
+from keras_scl.trees import as_arrays
+from keras_scl.trees import num_examples
+from keras_scl.trees import take
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_labels

@@ -13,9 +13,9 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_scl.training.trees import as_arrays
-from keras_scl.training.trees import num_examples
-from keras_scl.training.trees import take
+from keras_scl.trees import as_arrays
+from keras_scl.trees import num_examples
+from keras_scl.trees import take
 from keras_scl.validation import check_class_labels
 from keras_scl.validation import check_sample_weights
 from keras_scl.validation import standardized_inputs

@@ -1,7 +1,7 @@
 """Helpers for the nested inputs Keras takes (arrays, lists, and dicts or tuples of them): one place for all.
 
-Backend-neutral: used by the input routing (`keras_scl.training.inputs`),
-the in-memory batches (`keras_scl.batching`) and the recipe.
+Used by the input routing (`keras_scl.training.inputs`), the in-memory
+batches (`keras_scl.batching`) and the recipe: below both, so data flows one way.
 """
 
 import keras
