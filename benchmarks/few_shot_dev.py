@@ -154,6 +154,7 @@ def runs_of_task(task_name, args, done, output):
                 learning_rate=variant.get("lr", 5e-5),
                 views=variant.get("views", 1),
                 average_with_start=variant.get("average", 1.0),  # unnamed: the last step, as the first passes
+                refit_head=False,  # the trained head as it ends; each record scores the refitted one too
                 callbacks=callbacks,
             )
             seconds = time.perf_counter() - start

@@ -326,21 +326,26 @@ class EmbeddingView(keras.callbacks.Callback):
 
 
 class LinearProbe(keras.callbacks.Callback):
-    """Before training, fits the head of the model's classifier on the frozen encoder's features (linear probing).
+    """Fits the head of the model's classifier on its encoder's features: before training, or when it ends.
 
-    Then fine-tuning starts from a head that already separates the classes,
-    as a frozen-encoder probe does, instead of from random weights that make
-    the first steps pull the pretrained features towards noise (LP-FT,
-    Kumar et al. 2022). In the spirit of fastai's `fine_tune` (the head
-    first, then everything), with no freezing: the probe is a softmax
-    regression solved on the features (`keras_scl.probe`), and logs its
-    training accuracy as `probe_accuracy` in the first epoch's logs.
+    Before training (`when="begin"`, linear probing): fine-tuning starts from
+    a head that already separates the classes, as a frozen-encoder probe
+    does, instead of from random weights that make the first steps pull the
+    pretrained features towards noise (LP-FT, Kumar et al. 2022). In the
+    spirit of fastai's `fine_tune` (the head first, then everything), with
+    no freezing. When training ends (`when="end"`): the head refitted on the
+    fine-tuned encoder, SetFit's classifier on its fine-tuned body; listed
+    after `AverageWithStart` or `BestWeights`, it refits on the weights they
+    leave. The head is a softmax regression solved on the features
+    (`keras_scl.probe`); its training accuracy is `accuracy`, and a probe
+    before training logs it as `probe_accuracy` in the first epoch's logs.
 
     Args:
         x: The training inputs, as `model.predict` takes them.
         y: Their labels: class ids or one-hot rows.
         l2: The probe's penalty (see `keras_scl.probe.softmax_regression`).
             Defaults to `None`: `1 / n`, scikit-learn's default.
+        when: `"begin"` or `"end"` of training. Defaults to `"begin"`.
 
     Example:
 
@@ -355,25 +360,35 @@ class LinearProbe(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, x, y, l2=None):
+    def __init__(self, x, y, l2=None, when="begin"):
         super().__init__()
         self.x, self.y = _checked_examples("LinearProbe", x, y)
         if l2 is not None:
             check_number("l2", l2, low=0, low_open=True)
-        self.l2 = l2
+        check_one_of("when", when, ("begin", "end"))
+        self.l2, self.when = l2, when
         self.accuracy = None
+        self._logged = True
 
-    def on_train_begin(self, logs=None):
+    def _fit_head(self):
         from keras_scl.probe import fit_linear_head
 
         classifier = getattr(self.model, "classifier", self.model)
         self.accuracy = fit_linear_head(classifier, self.x, self.y, l2=self.l2)
-        self._logged = False
+
+    def on_train_begin(self, logs=None):
+        if self.when == "begin":
+            self._fit_head()
+            self._logged = False
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and not self._logged:
             logs["probe_accuracy"] = self.accuracy
             self._logged = True
+
+    def on_train_end(self, logs=None):
+        if self.when == "end":
+            self._fit_head()
 
 
 def _logged_name(monitor, names):

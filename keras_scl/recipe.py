@@ -76,7 +76,7 @@ def few_shot_recipe(
     weight_decay=0.01,
     evaluations=4,
     linear_probe=True,
-    refit_head=True,
+    refit_head=None,
     views=1,
     average_with_start=None,
     callbacks=None,
@@ -110,10 +110,16 @@ def few_shot_recipe(
             from, besides the start). Defaults to `4`.
         linear_probe: Whether to fit the head on the frozen encoder first.
             Defaults to `True`.
-        refit_head: Whether each round's checkpoint is also judged with its
-            head refitted on its encoder's features of `x`, the better of the
-            two kept (`BestWeights(refit=...)`; only with `validation_data`).
-            Defaults to `True`.
+        refit_head: With `validation_data`, whether each round's checkpoint
+            is also judged with its head refitted on its encoder's features
+            of `x`, the better of the two kept (`BestWeights(refit=...)`);
+            without it, whether the run ends with the head refitted on the
+            encoder it ends on (`LinearProbe(when="end")`, after the
+            average: SetFit's head on the fine-tuned body). Defaults to
+            `None`: `True` with `validation_data`, `False` without (on the
+            drug reviews' development side, N = 20 labels alone, the refit
+            head gained about 1 point on one task and lost 2.4 to 3.7 on
+            the other: `benchmarks/README.md`, "Where SCL pays").
         views: Copies of each example in its batch, each another dropout
             view of it, so that every anchor of the SCL term has a positive
             (`ClassBalancedBatches(views=...)`); a step then costs `views`
@@ -150,6 +156,8 @@ def few_shot_recipe(
     check_number("warmup_fraction", warmup_fraction, low=0, high=1, high_open=True)
     check_number("weight_decay", weight_decay, low=0)
     check_bool("linear_probe", linear_probe)
+    if refit_head is None:
+        refit_head = validation_data is not None
     check_bool("refit_head", refit_head)
     check_integer("views", views, 1)
     if average_with_start is None:
@@ -193,6 +201,8 @@ def few_shot_recipe(
         recipe_callbacks.append(BestWeights(validation_data=validation_data, refit=refit))
     if average_with_start < 1:  # after the probe (the start it keeps) and the best checkpoint (what it averages)
         recipe_callbacks.append(AverageWithStart(average_with_start))
+    if validation_data is None and refit_head:  # last: on the encoder the run ends on
+        recipe_callbacks.append(LinearProbe(x, labels, when="end"))
     return model.fit(
         batches,
         epochs=evaluations,

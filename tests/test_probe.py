@@ -93,6 +93,32 @@ def test_the_probe_fits_the_head_alone_and_fine_tuning_then_trains_the_encoder()
     assert any(not np.allclose(a, b) for a, b in zip(encoder, after, strict=False))
 
 
+def test_a_probe_at_the_end_refits_the_head_on_the_fine_tuned_encoder_and_leaves_the_start_alone():
+    model = mean_pooled_model()
+    head = model.classifier.get_layer("logits")
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+
+    class Before(keras.callbacks.Callback):  # the head as training ends, before the probe refits it
+        def on_train_begin(self, logs=None):
+            self.start = [ops.convert_to_numpy(v).copy() for v in head.weights]
+
+        def on_train_end(self, logs=None):
+            self.end = [ops.convert_to_numpy(v).copy() for v in head.weights]
+
+    before, probe = Before(), LinearProbe(TEXTS, LABELS, when="end")
+    history = model.fit(TEXTS, LABELS, epochs=2, batch_size=8, verbose=0, callbacks=[before, probe])
+    assert "probe_accuracy" not in history.history  # nothing was fitted before training
+    refitted = [ops.convert_to_numpy(v) for v in head.weights]
+    assert not any(np.allclose(a, b) for a, b in zip(before.end, refitted, strict=True))
+    # The head is the softmax regression on the fine-tuned encoder's features: fitting again changes nothing.
+    accuracy = fit_linear_head(model.classifier, TEXTS, LABELS)
+    for again, kept in zip((ops.convert_to_numpy(v) for v in head.weights), refitted, strict=True):
+        np.testing.assert_allclose(again, kept, atol=1e-5)
+    assert probe.accuracy == accuracy
+    with pytest.raises(ValueError, match="`when` must be one of .* Received: when='middle'"):
+        LinearProbe(TEXTS, LABELS, when="middle")
+
+
 def test_the_probe_head_is_softmax_regression_on_the_frozen_sentence_embeddings():
     model = mean_pooled_model()
     fit_linear_head(model.classifier, TEXTS, LABELS)

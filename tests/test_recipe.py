@@ -9,6 +9,7 @@ from keras_scl import MeanPooledTextClassifier
 from keras_scl import SCLClassifier
 from keras_scl import SupervisedContrastiveLoss
 from keras_scl import few_shot_recipe
+from keras_scl.probe import fit_linear_head
 from keras_scl.recipe import recipe_steps
 from keras_scl.testing import tiny_roberta_classifier
 
@@ -163,6 +164,26 @@ def test_without_validation_the_recipe_ends_on_the_average_of_its_start_and_its_
     seen, recipe_model = WeightsAt(), model(scl_weight=0.5)
     few_shot_recipe(recipe_model, TEXTS, LABELS, steps=8, evaluations=2, average_with_start=1, callbacks=[seen])
     np.testing.assert_array_equal(weights(recipe_model), seen.rounds[-1])  # α 1: the last step, as before
+
+
+def head_size(recipe_model):
+    """How many of `weights(recipe_model)`'s entries, at its end, are the output layer's (the last variables)."""
+    head = recipe_model.classifier.get_layer("logits")
+    assert all(v is w for v, w in zip(recipe_model.trainable_variables[-2:], head.trainable_variables, strict=True))
+    return sum(int(np.prod(v.shape)) for v in head.trainable_variables)
+
+
+def test_asked_without_validation_the_recipe_refits_the_head_on_the_encoder_it_ends_on():
+    seen, recipe_model = WeightsAt(), model(scl_weight=0.5)
+    settings = dict(steps=8, evaluations=2, learning_rate=1e-3, refit_head=True, callbacks=[seen])
+    few_shot_recipe(recipe_model, TEXTS, LABELS, **settings)
+    averaged = 0.5 * seen.start + 0.5 * seen.rounds[-1]
+    ended = weights(recipe_model)
+    head = slice(len(ended) - head_size(recipe_model), None)
+    np.testing.assert_allclose(ended[: head.start], averaged[: head.start], atol=1e-6)  # the averaged encoder
+    assert not np.allclose(ended[head], averaged[head])  # but not the averaged head
+    fit_linear_head(recipe_model.classifier, TEXTS, LABELS)  # on the averaged encoder: what the recipe left
+    np.testing.assert_allclose(weights(recipe_model), ended, atol=1e-5)
 
 
 def test_with_validation_the_recipe_keeps_a_checkpoint_unless_asked_to_average_it():
