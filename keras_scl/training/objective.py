@@ -1,6 +1,6 @@
-"""The training objective of `SCLClassifier`: `(1 - λ)·CE + λ·SCL`, its two terms and the losses `compile` takes.
+"""The two terms of `SCLClassifier`'s objective, `(1 - λ)·CE + λ·SCL`, and the losses its `compile` takes.
 
-Backend-neutral: `SCLClassifier.compute_loss` calls it on every backend.
+`SCLClassifier.compute_loss` combines the terms, on every backend.
 """
 
 import keras
@@ -11,7 +11,7 @@ from keras_scl.losses import anchors_with_positive
 from keras_scl.validation import class_ids
 from keras_scl.validation import is_one_hot
 
-__all__ = ["LOSS_KEYS", "FunctionLoss", "as_loss", "mean_cross_entropy", "scl_term", "split_losses"]
+__all__ = ["LOSS_KEYS", "FunctionLoss", "mean_cross_entropy", "scl_term", "split_losses"]
 
 LOSS_KEYS = ("logits", "embedding")
 
@@ -55,7 +55,7 @@ class FunctionLoss(keras.losses.Loss):
         return cls(**{**config, "fn": keras.saving.deserialize_keras_object(config["fn"])})
 
 
-def as_loss(loss):
+def _as_loss(loss):
     """A `keras.losses.Loss` for an identifier, a loss object or a loss function."""
     loss = keras.losses.get(loss)
     return loss if isinstance(loss, keras.losses.Loss) else FunctionLoss(loss)
@@ -78,8 +78,8 @@ def split_losses(loss):
     if unknown:
         raise ValueError(f"The keys of a `loss` dict must be among {LOSS_KEYS}. Received: keys {unknown}")
     logits_loss, embedding_loss = (loss.get(key, "auto") for key in LOSS_KEYS)
-    logits_loss = None if logits_loss in ("auto", None) else as_loss(logits_loss)
-    embedding_loss = SupervisedContrastiveLoss() if embedding_loss in ("auto", None) else as_loss(embedding_loss)
+    logits_loss = None if logits_loss in ("auto", None) else _as_loss(logits_loss)
+    embedding_loss = SupervisedContrastiveLoss() if embedding_loss in ("auto", None) else _as_loss(embedding_loss)
     return logits_loss, embedding_loss
 
 
