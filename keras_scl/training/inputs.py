@@ -15,6 +15,9 @@ the Keras method to call and which trainer runs it:
 - A `tf.data` or grain dataset goes through KerasHub's pipeline, which maps
   the preprocessor over it.
 
+The tokenising itself, and `TokenLimits`, live in
+`keras_scl.training.tokenizing`.
+
 Every check of the inputs starts here, before any work: texts and sentence
 pairs through `keras_scl.validation.standardized_inputs` (any sequence Keras
 takes; anything else named by its position), token ids against the
