@@ -4,11 +4,9 @@ import functools
 import inspect
 
 import keras
-import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_scl.compat import fit_is_validating
 from keras_scl.losses import SupervisedContrastiveLoss
 from keras_scl.memory import LabelledMemory
 from keras_scl.presets import check_label_names
@@ -16,18 +14,13 @@ from keras_scl.presets import classifier_from_preset
 from keras_scl.presets import classifier_keywords
 from keras_scl.presets import wrapper_settings
 from keras_scl.presets import write_settings
-from keras_scl.state import restored_on_failure
 from keras_scl.tapping import EMBEDDINGS
 from keras_scl.tapping import reads_logits
 from keras_scl.tapping import tap
-from keras_scl.training import inputs
-from keras_scl.training.fit_checks import check_can_fit
-from keras_scl.training.fit_checks import check_compiled
 from keras_scl.training.objective import mean_cross_entropy
 from keras_scl.training.objective import scl_term
 from keras_scl.training.objective import split_losses
-from keras_scl.training.tokenizing import TokenLimits
-from keras_scl.validation import callback_list
+from keras_scl.training.task import RoutedTask
 from keras_scl.validation import check_bool
 from keras_scl.validation import check_integer
 from keras_scl.validation import check_keywords
@@ -72,15 +65,6 @@ def _check_scl_weight(scl_weight):
     check_number("scl_weight", scl_weight, low=0, high=1)
 
 
-def _fast_train_function(model, force):
-    """keras_scl's own torch step where it applies (`compile(fast_step=True)` on torch), else `None`."""
-    if keras.backend.backend() != "torch" or not getattr(model, "fast_step", False):
-        return None
-    from keras_scl.training import torch_step
-
-    return torch_step.train_function(model, force)
-
-
 def _check_classifier(classifier, keywords):
     """A KerasHub classifier to wrap: not an `SCLClassifier` (whose outputs are a dict), not some other object."""
     # The named arguments too: they never arrive here, but a misspelling is matched to them.
@@ -99,39 +83,13 @@ def _check_classifier(classifier, keywords):
     check_num_classes("num_classes", classifier.output_shape[-1])
 
 
-def _checks(model):
-    """What in-memory inputs are checked against: the classifier's classes and its token-id limits."""
-    return dict(num_classes=model.classifier.output_shape[-1], limits=TokenLimits.of(model.classifier))
-
-
-def _restoring(model, call, **kwargs):
-    """Runs a Keras `fit`/`evaluate`/`predict` call, the model restored (JAX) if it fails; a stopped fit tells."""
-    if fit_is_validating(kwargs):  # inside fit's own guard
-        return call(**kwargs)
-    try:
-        with restored_on_failure(model):
-            return call(**kwargs)
-    except BaseException:
-        if "epochs" in kwargs:  # `fit`
-            _tell_interrupted(kwargs.get("callbacks"))
-        raise
-
-
 def _softmax(logits):
     logits = logits - logits.max(axis=-1, keepdims=True)
     return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
 
 
-def _tell_interrupted(callbacks):
-    """Calls `on_train_interrupted()` of the callbacks that have one: an exception or Ctrl-C stopped `fit`."""
-    for callback in callbacks or ():
-        interrupted = getattr(callback, "on_train_interrupted", None)
-        if callable(interrupted):
-            interrupted()
-
-
 @keras.saving.register_keras_serializable(package="keras_scl")
-class SCLClassifier(keras_hub.models.Task):
+class SCLClassifier(RoutedTask):
     """Fine-tunes a KerasHub text classifier with cross-entropy plus SCL.
 
     The training objective is `(1 - scl_weight) * CE + scl_weight * SCL`:
@@ -359,10 +317,6 @@ class SCLClassifier(keras_hub.models.Task):
 
             torch_step.configure(self, fast_step)
 
-    def make_train_function(self, force=False):
-        step = _fast_train_function(self, force)
-        return super().make_train_function(force) if step is None else step
-
     def get_compile_config(self):
         config = super().get_compile_config()
         if config:
@@ -401,72 +355,6 @@ class SCLClassifier(keras_hub.models.Task):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        validation_split=0.0,
-        validation_data=None,
-        shuffle=True,
-        class_weight=None,
-        sample_weight=None,
-        initial_epoch=0,
-        steps_per_epoch=None,
-        validation_steps=None,
-        validation_batch_size=None,
-        validation_freq=1,
-    ):
-        """Trains the model, as `keras.Model.fit`: the same arguments, in the same order, and what it takes.
-
-        In-memory inputs are tokenised once and reshuffled every epoch, datasets batch by batch
-        (`keras_scl.training.inputs.for_fit`). Labels are class ids or one-hot rows, checked against the classes.
-        Callbacks with an `on_train_interrupted()` method hear of an exception or a KeyboardInterrupt
-        that stops training; the model is then as `keras_scl.state.restored_on_failure` leaves it.
-        Under `torch.distributed`, train with a DDP loop (`examples/ddp_training.py`).
-        """
-        check_can_fit(self, x, y, steps_per_epoch, class_weight)
-        check_integer("epochs", epochs, 0)
-        validation = (validation_split, validation_data, validation_batch_size)
-        prepared = inputs.for_fit(
-            self.preprocessor, x, y, sample_weight, batch_size, shuffle, *validation, **_checks(self)
-        )
-        return self._trainer("fit", prepared)(
-            **prepared.arguments,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callback_list(callbacks, "fit"),
-            class_weight=class_weight,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_freq=validation_freq,
-        )
-
-    def evaluate(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        verbose="auto",
-        sample_weight=None,
-        steps=None,
-        callbacks=None,
-        return_dict=False,
-        **kwargs,
-    ):
-        """Evaluates the model, as `keras.Model.evaluate` (same arguments, same order); takes what `fit` takes."""
-        cached = fit_is_validating(kwargs)  # Keras' `fit` evaluating its validation data
-        check_compiled(self, "evaluate", x, y)
-        callbacks = callback_list(callbacks, "evaluate")
-        prepared = inputs.for_evaluate(self.preprocessor, x, y, sample_weight, batch_size, cached, **_checks(self))
-        return self._trainer("evaluate", prepared)(
-            **prepared.arguments, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
-        )
-
     def predict(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Logits for `x` (raw strings when the classifier has a preprocessor), as `classifier.predict` gives them.
 
@@ -497,18 +385,6 @@ class SCLClassifier(keras_hub.models.Task):
         probabilities = _softmax(outputs) if self._from_logits else outputs / outputs.sum(axis=-1, keepdims=True)
         ids = probabilities.argmax(axis=-1)
         return (np.asarray(self.label_names, dtype=object)[ids] if self.label_names else ids), probabilities
-
-    def _predict_outputs(self, x, batch_size, **kwargs):
-        kwargs["callbacks"] = callback_list(kwargs.get("callbacks"), "predict")
-        prepared = inputs.for_predict(self.preprocessor, x, batch_size, limits=_checks(self)["limits"])
-        if prepared.empty:  # no example: an empty result of the right shape, as NumPy
-            return {name: np.zeros((0, *tensor.shape[1:]), "float32") for name, tensor in self.output.items()}
-        return self._trainer("predict", prepared)(**prepared.arguments, **kwargs)
-
-    def _trainer(self, method, prepared):
-        """KerasHub's `fit`/`evaluate`/`predict` where its pipeline has work left, else `keras.Model`'s; restoring."""
-        own = functools.partial(getattr(keras.Model, method), self)
-        return functools.partial(_restoring, self, getattr(super(), method) if prepared.through_pipeline else own)
 
     def get_config(self):
         classifier = keras.saving.serialize_keras_object(self.classifier)

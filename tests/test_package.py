@@ -214,9 +214,9 @@ def test_the_readme_quick_start_and_deployment_run_with_only_the_extras_its_inst
     np.testing.assert_allclose([float(value) for _, value in printed], [p.max() for _, p in expected], atol=1e-3)
 
 
-def test_scl_classifier_stays_one_job_in_at_most_400_lines():
-    # What `x` is lives in keras_scl.training.inputs, the objective in keras_scl.training.objective,
-    # the memory in keras_scl.memory, the tapping in keras_scl.tapping.
+def test_scl_classifier_stays_one_job_in_at_most_325_lines():
+    # fit/evaluate/predict live in keras_scl.training.task, what `x` is in keras_scl.training.inputs, the
+    # objective in keras_scl.training.objective, the memory in keras_scl.memory, the tapping in keras_scl.tapping.
     tree = ast.parse((PACKAGE / "models.py").read_text())
     (node,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "SCLClassifier"]
-    assert node.end_lineno - node.lineno + 1 <= 400
+    assert node.end_lineno - node.lineno + 1 <= 325

@@ -2,6 +2,8 @@
 
 Backend-neutral (every backend loads them):
 
+- `task`: `RoutedTask`, the KerasHub task `SCLClassifier` builds on:
+  `fit`, `evaluate` and `predict` through `inputs`, and the step chosen.
 - `inputs`: what `x` is, decided once: the arguments of the Keras
   `fit`/`evaluate`/`predict` call and which trainer runs it.
 - `tokenizing`: text through the preprocessor (once in memory, batch by
