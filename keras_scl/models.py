@@ -359,13 +359,13 @@ class SCLClassifier(RoutedTask):
         """Logits for `x` (raw strings when the classifier has a preprocessor), as `classifier.predict` gives them.
 
         Same arguments, in the same order, as `keras.Model.predict`; no example gives an empty result."""
-        return self._predict_outputs(x, batch_size, verbose=verbose, steps=steps, callbacks=callbacks)["logits"]
+        return super().predict(x, batch_size, verbose, steps, callbacks)["logits"]
 
     def embed(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """The embedding SCL contrasts (before normalisation), for `x`, as NumPy; takes what `predict` takes.
 
         For plots of the embedding space (the paper's Figure 2) and cluster-quality measures."""
-        return self._predict_outputs(x, batch_size, verbose=verbose, steps=steps, callbacks=callbacks)["embedding"]
+        return super().predict(x, batch_size, verbose, steps, callbacks)["embedding"]
 
     def predict_labels(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`(labels, probabilities)` for `x`, as NumPy; takes what `predict` takes.

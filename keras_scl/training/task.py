@@ -137,13 +137,17 @@ class RoutedTask(keras_hub.models.Task):
             **prepared.arguments, verbose=verbose, steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs
         )
 
-    def _predict_outputs(self, x, batch_size, **kwargs):
-        """Every output of the model for `x`, as `keras.Model.predict` gives them; `kwargs` are predict's."""
-        kwargs["callbacks"] = callback_list(kwargs.get("callbacks"), "predict")
+    def predict(self, x=None, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Every output of the model for `x`, as `keras.Model.predict` gives them (same arguments, same order).
+
+        Takes what `fit` takes; no example gives an empty result of each output's shape."""
+        callbacks = callback_list(callbacks, "predict")
         prepared = inputs.for_predict(self.preprocessor, x, batch_size, limits=self._input_checks()["limits"])
-        if prepared.empty:  # no example: an empty result of the right shape, as NumPy
+        if prepared.empty:
             return keras.tree.map_structure(lambda tensor: np.zeros((0, *tensor.shape[1:]), "float32"), self.output)
-        return self._trainer("predict", prepared)(**prepared.arguments, **kwargs)
+        return self._trainer("predict", prepared)(
+            **prepared.arguments, verbose=verbose, steps=steps, callbacks=callbacks
+        )
 
     def _trainer(self, method, prepared):
         """KerasHub's `fit`/`evaluate`/`predict` where its pipeline has work left, else `keras.Model`'s; restoring."""
