@@ -55,6 +55,19 @@ class RoutedTask(keras_hub.models.Task):
     A subclass sets `classifier` (the KerasHub classifier whose classes and
     token-id limits in-memory inputs are checked against) and `preprocessor`
     before it trains; on torch, `compile` sets `fast_step`.
+
+    Example (the smallest task: a classifier's own graph):
+
+    >>> from keras_scl.testing import tiny_roberta_classifier
+    >>> class LogitsTask(RoutedTask):
+    ...     def __init__(self, classifier):
+    ...         self.classifier, self.preprocessor = classifier, classifier.preprocessor
+    ...         super().__init__(inputs=classifier.input, outputs=classifier.output)
+    >>> task = LogitsTask(tiny_roberta_classifier(num_classes=2))
+    >>> task.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = task.fit(["a fine film", "a bore"], [1, 0], epochs=1, verbose=0)
+    >>> task.predict(["a fine film"], verbose=0).shape, task.predict([], verbose=0).shape
+    ((1, 2), (0, 2))
     """
 
     def _input_checks(self):
