@@ -24,12 +24,19 @@ each example, every anchor has a positive), `average` (α: the run ends on
 Wortsman et al. 2022: `few_shot_recipe(average_with_start=α)`; a variant
 without it keeps the last step, the records of the first passes) and `head` (`trained`:
 the head as the recipe leaves it, `refit`: a logistic regression refitted on
-the fine-tuned embeddings of the N examples, SetFit's head). Each record
+the fine-tuned embeddings of the N examples, SetFit's head; `centroid`: the
+nearest class mean of the N examples' embeddings in cosine). Each record
 holds the probe's development accuracy (the recipe's start) and the last
 step's, with both heads; the summary prints per (task, N, noise) each
 variant's development accuracy and its paired difference to `--baseline`
 (mean, 95 % interval, paired t-test). Records go to `--output` (JSON lines,
 resumable).
+
+`pooling` picks what head and SCL read: `mean` (the default), the masked mean
+of the final hidden states, the sentence embedding MiniLM was trained to give;
+`cls`, the paper's setting, SCL on the start token's final hidden state and
+KerasHub's BERT classifier head (the start token through BERT's pooler), an
+embedding the checkpoint was not trained to make a sentence embedding.
 """
 
 import argparse
@@ -48,8 +55,10 @@ import numpy as np  # noqa: E402
 
 VARIANT_KEYS = {
     "lambda": float, "lambda_from": float, "tau": float, "steps": int, "lr": float, "memory": int, "views": int,
-    "head": str, "average": float,
+    "head": str, "average": float, "pooling": str,
 }  # fmt: skip
+POOLINGS = ("mean", "cls")
+HEADS = ("trained", "refit", "centroid")
 
 
 def parse_variant(text):
@@ -64,9 +73,26 @@ def parse_variant(text):
         if key not in VARIANT_KEYS:
             raise ValueError(f"variant {text!r}: unknown key {key!r}; known: {sorted(VARIANT_KEYS)}")
         variant[key] = VARIANT_KEYS[key](value)
-    if variant.get("head", "trained") not in ("trained", "refit"):
-        raise ValueError(f"variant {text!r}: head is 'trained' or 'refit'. Received: {variant['head']!r}")
+    if variant.get("head", "trained") not in HEADS:
+        raise ValueError(f"variant {text!r}: head is one of {HEADS}. Received: {variant['head']!r}")
+    if variant.get("pooling", "mean") not in POOLINGS:
+        raise ValueError(f"variant {text!r}: pooling is one of {POOLINGS}. Received: {variant['pooling']!r}")
     return variant
+
+
+def nearest_centroid(train_features, train_labels, features, num_classes):
+    """The class of each row of `features` whose normalised mean of normalised training features is nearest in cosine.
+
+    The classifier SCL's geometry speaks to (a prototype per class, as in prototypical networks), where a
+    trained or refitted linear head need not.
+
+    >>> nearest_centroid(np.array([[1.0, 0], [2, 0], [0, 1]]), np.array([0, 0, 1]), np.array([[3.0, 1], [1, 4]]), 2)
+    array([0, 1])
+    """
+    unit = lambda rows: rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    train_features = unit(np.asarray(train_features, dtype=np.float64))
+    centroids = unit(np.stack([train_features[train_labels == c].mean(axis=0) for c in range(num_classes)]))
+    return np.argmax(unit(np.asarray(features, dtype=np.float64)) @ centroids.T, axis=1)
 
 
 def development_positions(labels, used, size=200, seed=0):
@@ -90,33 +116,44 @@ def runs_of_task(task_name, args, done, output):
     from keras_scl.probe import softmax_regression
     from keras_scl.recipe import recipe_steps
     from keras_scl.tapping import linear_head
+    from keras_scl.tapping import tap
 
     train, test = benchmark.write_task(task_name, args.output.parent / "data" / task_name)
     subsamples = argparse.Namespace(size=args.size, subsamples=args.subsamples, sequence_length=128, seed=0)
     task, splits = benchmark.the_subsamples(train, test, subsamples)  # only its training subsamples are used
     labels, num_classes = task.train.labels, task.spec.num_classes
     base, _ = text_classifier("minilm", num_classes, sequence_length=128)
-    classifier = MeanPooledTextClassifier(base.backbone, num_classes, preprocessor=base.preprocessor)
-    tokenised = classifier.preprocessor(list(task.train.texts[0]))
+    tokenised = base.preprocessor(list(task.train.texts[0]))
     tokens = {key: keras.ops.convert_to_numpy(value) for key, value in tokenised.items()}
-    classifier.preprocessor = None
-    features_model, head = linear_head(classifier)
-    initial = classifier.get_weights()
+    base.preprocessor = None
+    # Both classifiers share the one backbone: "mean" reads the sentence embedding MiniLM was trained for,
+    # "cls" is KerasHub's BERT classifier (the start token through BERT's pooler), SCL on the start token.
+    classifiers = {"mean": MeanPooledTextClassifier(base.backbone, num_classes), "cls": base}
+    tapped = {pooling: linear_head(classifier) for pooling, classifier in classifiers.items()}
+    # What SCL contrasts, for the centroid head: the start token's final state, not BERT's pooler on it.
+    embedders = {"cls": keras.Model(*tap(base, "cls")[::2])}
+    initial = {pooling: classifier.get_weights() for pooling, classifier in classifiers.items()}
 
     def take(positions):
         return {key: value[positions] for key, value in tokens.items()}
 
-    def scores(positions, train_labels, development):
+    def scores(pooling, positions, train_labels, development):
         """Development accuracy of the head as it is and of a head refitted on the N examples' embeddings."""
+        features_model, head = tapped[pooling]
         scored = np.concatenate([positions, development])
         features = np.asarray(features_model.predict(take(scored), batch_size=64, verbose=0), dtype=np.float64)
         train_part, rest = features[: len(positions)], features[len(positions) :]
+        embedded = features  # with mean pooling the head reads the embedding SCL contrasts
+        if pooling == "cls":
+            embedded = np.asarray(embedders["cls"].predict(take(scored), batch_size=64, verbose=0), dtype=np.float64)
+        centroid = nearest_centroid(embedded[: len(positions)], train_labels, embedded[len(positions) :], num_classes)
         kernel, bias = keras.ops.convert_to_numpy(head.kernel), keras.ops.convert_to_numpy(head.bias)
         refit_kernel, refit_bias = softmax_regression(train_part, train_labels, num_classes)
         truth = labels[development]
         return {
             "trained": float(np.mean(np.argmax(rest @ kernel + bias, axis=1) == truth)),
             "refit": float(np.mean(np.argmax(rest @ refit_kernel + refit_bias, axis=1) == truth)),
+            "centroid": float(np.mean(centroid == truth)),
         }
 
     def scored_at_start(into, *arguments):
@@ -134,14 +171,16 @@ def runs_of_task(task_name, args, done, output):
             if key in done:
                 continue
             variant = parse_variant(text)
-            classifier.set_weights(initial)
+            pooling = variant.get("pooling", "mean")
+            classifier = classifiers[pooling]
+            classifier.set_weights(initial[pooling])
             keras.utils.set_random_seed(1000 + subsample)
             scl_weight, memory_size = variant.get("lambda", 0.9), variant.get("memory", 0)
-            model = SCLClassifier(classifier, scl_weight=scl_weight, embedding="mean", memory_size=memory_size)
+            model = SCLClassifier(classifier, scl_weight=scl_weight, embedding=pooling, memory_size=memory_size)
             model.compile(optimizer="adam", loss=SupervisedContrastiveLoss(temperature=variant.get("tau", 0.3)))
             start = time.perf_counter()
             probe = {}
-            callbacks = [scored_at_start(probe, positions, train_labels, development)]
+            callbacks = [scored_at_start(probe, pooling, positions, train_labels, development)]
             steps = variant.get("steps") or recipe_steps(len(positions))
             if "lambda_from" in variant:
                 ramp = PolynomialDecay(variant["lambda_from"], steps - 1, end_learning_rate=model.scl_weight, power=1.0)
@@ -161,7 +200,7 @@ def runs_of_task(task_name, args, done, output):
             record = {
                 "key": key, "task": task_name, "n": args.size, "label_noise": args.label_noise,
                 "subsample": subsample, "variant": text, "probe": probe,
-                "last": scores(positions, train_labels, development),
+                "last": scores(pooling, positions, train_labels, development),
                 "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
                 "seconds": round(seconds, 1), "development_size": len(development),
             }  # fmt: skip
