@@ -37,6 +37,7 @@ of the final hidden states, the sentence embedding MiniLM was trained to give;
 `cls`, the paper's setting, SCL on the start token's final hidden state and
 KerasHub's BERT classifier head (the start token through BERT's pooler), an
 embedding the checkpoint was not trained to make a sentence embedding.
+`embedding` moves SCL alone (`mean` or `cls`; by default where the head reads).
 """
 
 import argparse
@@ -55,7 +56,7 @@ import numpy as np  # noqa: E402
 
 VARIANT_KEYS = {
     "lambda": float, "lambda_from": float, "tau": float, "steps": int, "lr": float, "memory": int, "views": int,
-    "head": str, "average": float, "pooling": str,
+    "head": str, "average": float, "pooling": str, "embedding": str,
 }  # fmt: skip
 POOLINGS = ("mean", "cls")
 HEADS = ("trained", "refit", "centroid")
@@ -75,8 +76,9 @@ def parse_variant(text):
         variant[key] = VARIANT_KEYS[key](value)
     if variant.get("head", "trained") not in HEADS:
         raise ValueError(f"variant {text!r}: head is one of {HEADS}. Received: {variant['head']!r}")
-    if variant.get("pooling", "mean") not in POOLINGS:
-        raise ValueError(f"variant {text!r}: pooling is one of {POOLINGS}. Received: {variant['pooling']!r}")
+    for key in ("pooling", "embedding"):
+        if variant.get(key, "mean") not in POOLINGS:
+            raise ValueError(f"variant {text!r}: {key} is one of {POOLINGS}. Received: {variant[key]!r}")
     return variant
 
 
@@ -176,7 +178,8 @@ def runs_of_task(task_name, args, done, output):
             classifier.set_weights(initial[pooling])
             keras.utils.set_random_seed(1000 + subsample)
             scl_weight, memory_size = variant.get("lambda", 0.9), variant.get("memory", 0)
-            model = SCLClassifier(classifier, scl_weight=scl_weight, embedding=pooling, memory_size=memory_size)
+            model = SCLClassifier(classifier, scl_weight=scl_weight, embedding=variant.get("embedding", pooling),
+                                  memory_size=memory_size)
             model.compile(optimizer="adam", loss=SupervisedContrastiveLoss(temperature=variant.get("tau", 0.3)))
             start = time.perf_counter()
             probe = {}
