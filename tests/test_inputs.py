@@ -78,6 +78,34 @@ def test_grain_dataset_of_text_goes_through_keras_hubs_pipeline():
     assert np.isfinite(history.history["scl_loss"][0])
 
 
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_a_grain_dataset_meets_a_preprocessor_built_once_not_in_each_of_keras_hubs_threads(method, monkeypatch):
+    # KerasHub maps the preprocessor over grain batches in a pool of threads; a slow first build makes
+    # the race of a lazily built preprocessor certain (CI saw it once without the slowness).
+    import threading
+    import time
+
+    grain = pytest.importorskip("grain")
+    model = compiled_model()
+    assert not model.preprocessor.built
+    build = model.preprocessor.build  # Keras' wrapper of the class's build, which marks the layer built
+    builds = []
+
+    def slow_build(input_shape):
+        builds.append(threading.get_ident())
+        time.sleep(0.2)
+        build(input_shape)
+
+    monkeypatch.setattr(model.preprocessor, "build", slow_build)
+    pairs = list(zip(TEXTS * 4, np.tile(LABELS, 4).tolist(), strict=True))
+    source = pairs if method != "predict" else [text for text, _ in pairs]
+    dataset = grain.MapDataset.source(source).batch(2)
+    result = getattr(model, method)(dataset, verbose=0)
+    assert len(builds) == 1
+    if method == "predict":
+        assert result.shape == (len(pairs), 2)
+
+
 def test_validation_data_of_another_kind_than_tf_data_text_is_refused():
     tf = pytest.importorskip("tensorflow")
     model = compiled_model()

@@ -165,5 +165,11 @@ class RoutedTask(keras_hub.models.Task):
     def _trainer(self, method, prepared):
         """KerasHub's `fit`/`evaluate`/`predict` where its pipeline has work left, else `keras.Model`'s; restoring."""
         own = functools.partial(getattr(keras.Model, method), self)
-        return functools.partial(_restoring, self, getattr(super(), method) if prepared.through_pipeline else own)
+        if not prepared.through_pipeline:
+            return functools.partial(_restoring, self, own)
+        # KerasHub maps the preprocessor over a grain dataset in a pool of threads: built lazily, its first
+        # calls would each build it at once, and all but the first fail ("cannot add new elements of state").
+        if self.preprocessor is not None and not self.preprocessor.built:
+            self.preprocessor.build(None)
+        return functools.partial(_restoring, self, getattr(super(), method))
 
