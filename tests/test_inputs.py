@@ -78,15 +78,11 @@ def test_grain_dataset_of_text_goes_through_keras_hubs_pipeline():
     assert np.isfinite(history.history["scl_loss"][0])
 
 
-@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
-def test_a_grain_dataset_meets_a_preprocessor_built_once_not_in_each_of_keras_hubs_threads(method, monkeypatch):
-    # KerasHub maps the preprocessor over grain batches in a pool of threads; a slow first build makes
-    # the race of a lazily built preprocessor certain (CI saw it once without the slowness).
+def slowly_built(model, monkeypatch):
+    """The threads that built `model.preprocessor`; its build slowed so that a race of lazy builds is certain."""
     import threading
     import time
 
-    grain = pytest.importorskip("grain")
-    model = compiled_model()
     assert not model.preprocessor.built
     build = model.preprocessor.build  # Keras' wrapper of the class's build, which marks the layer built
     builds = []
@@ -97,6 +93,15 @@ def test_a_grain_dataset_meets_a_preprocessor_built_once_not_in_each_of_keras_hu
         build(input_shape)
 
     monkeypatch.setattr(model.preprocessor, "build", slow_build)
+    return builds
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_a_grain_dataset_meets_a_preprocessor_built_once_not_in_each_of_keras_hubs_threads(method, monkeypatch):
+    # KerasHub maps the preprocessor over grain batches in a pool of threads (CI saw the race once).
+    grain = pytest.importorskip("grain")
+    model = compiled_model()
+    builds = slowly_built(model, monkeypatch)
     pairs = list(zip(TEXTS * 4, np.tile(LABELS, 4).tolist(), strict=True))
     source = pairs if method != "predict" else [text for text, _ in pairs]
     dataset = grain.MapDataset.source(source).batch(2)
@@ -104,6 +109,27 @@ def test_a_grain_dataset_meets_a_preprocessor_built_once_not_in_each_of_keras_hu
     assert len(builds) == 1
     if method == "predict":
         assert result.shape == (len(pairs), 2)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_a_py_dataset_of_text_served_by_threads_meets_a_preprocessor_built_once(method, monkeypatch):
+    model = compiled_model()
+    builds = slowly_built(model, monkeypatch)
+
+    class Texts(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=4)
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):
+            return TEXTS, LABELS
+
+    result = getattr(model, method)(Texts(), verbose=0)
+    assert len(builds) == 1
+    if method == "predict":
+        assert result.shape == (8 * len(TEXTS), 2)
 
 
 def test_validation_data_of_another_kind_than_tf_data_text_is_refused():

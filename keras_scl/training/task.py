@@ -22,6 +22,7 @@ from keras_scl.training import inputs
 from keras_scl.training.fit_checks import check_can_fit
 from keras_scl.training.fit_checks import check_compiled
 from keras_scl.training.tokenizing import TokenLimits
+from keras_scl.training.tokenizing import built_before_threads
 from keras_scl.validation import callback_list
 from keras_scl.validation import check_integer
 
@@ -167,9 +168,6 @@ class RoutedTask(keras_hub.models.Task):
         own = functools.partial(getattr(keras.Model, method), self)
         if not prepared.through_pipeline:
             return functools.partial(_restoring, self, own)
-        # KerasHub maps the preprocessor over a grain dataset in a pool of threads: built lazily, its first
-        # calls would each build it at once, and all but the first fail ("cannot add new elements of state").
-        if self.preprocessor is not None and not self.preprocessor.built:
-            self.preprocessor.build(None)
+        built_before_threads(self.preprocessor)  # KerasHub maps it over a grain dataset in a pool of threads
         return functools.partial(_restoring, self, getattr(super(), method))
 

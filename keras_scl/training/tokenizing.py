@@ -23,6 +23,7 @@ from keras_scl.validation import standardized_inputs
 __all__ = [
     "PreprocessedDataset",
     "TokenLimits",
+    "built_before_threads",
     "contains_strings",
     "is_pipeline_dataset",
     "preprocess_batch",
@@ -96,6 +97,20 @@ class TokenLimits:
 def is_pipeline_dataset(x):
     """A `tf.data` or grain dataset: KerasHub's pipeline maps the preprocessor over it."""
     return any(cls.__module__.split(".")[0] in ("tensorflow", "grain") for cls in type(x).__mro__)
+
+
+def built_before_threads(preprocessor):
+    """`preprocessor`, built now if it was not: served batches may call it from several threads at once
+    (a `PyDataset`'s workers, KerasHub's pool over a grain dataset), and a lazy first build in each of them
+    races ("cannot add new elements of state"). `None` passes through.
+
+    >>> from keras_scl.testing import tiny_roberta_classifier
+    >>> built_before_threads(tiny_roberta_classifier(num_classes=2).preprocessor).built
+    True
+    """
+    if preprocessor is not None and not preprocessor.built:
+        preprocessor.build(None)
+    return preprocessor
 
 
 def _as_lists(x):
@@ -245,6 +260,7 @@ def preprocessed(data, preprocessor, labelled_for=None, limits=None):
     """
     if preprocessor is None and labelled_for is None and limits is None:
         return data
+    preprocessor = built_before_threads(preprocessor)
     if isinstance(data, keras.utils.PyDataset):
         return PreprocessedDataset(data, preprocessor, labelled_for, limits)
     if _is_torch_data_loader(data):
