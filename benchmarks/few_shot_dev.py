@@ -27,9 +27,11 @@ the head as the recipe leaves it, `refit`: a logistic regression refitted on
 the fine-tuned embeddings of the N examples, SetFit's head; `centroid`: the
 nearest class mean of the N examples' embeddings in cosine). Each record
 holds the probe's development accuracy (the recipe's start) and the last
-step's, with both heads; the summary prints per (task, N, noise) each
-variant's development accuracy and its paired difference to `--baseline`
-(mean, 95 % interval, paired t-test). Records go to `--output` (JSON lines,
+step's, with each head, and their balanced accuracy (the mean recall of the
+classes: the development sets are imbalanced, the subsamples balanced); the
+summary prints per (task, N, noise) each variant's development accuracy (or,
+`--metric balanced`, balanced accuracy) and its paired difference to
+`--baseline` (mean, 95 % interval, paired t-test). Records go to `--output` (JSON lines,
 resumable).
 
 `pooling` picks what head and SCL read: `mean` (the default), the masked mean
@@ -53,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import few_shot_vs_setfit as benchmark  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import balanced_accuracy_score  # noqa: E402
 
 VARIANT_KEYS = {
     "lambda": float, "lambda_from": float, "tau": float, "steps": int, "lr": float, "memory": int, "views": int,
@@ -140,7 +143,7 @@ def runs_of_task(task_name, args, done, output):
         return {key: value[positions] for key, value in tokens.items()}
 
     def scores(pooling, positions, train_labels, development):
-        """Development accuracy of the head as it is and of a head refitted on the N examples' embeddings."""
+        """Development `(accuracy, balanced accuracy)` of each head: as it is, refitted on the N examples, centroid."""
         features_model, head = tapped[pooling]
         scored = np.concatenate([positions, development])
         features = np.asarray(features_model.predict(take(scored), batch_size=64, verbose=0), dtype=np.float64)
@@ -152,15 +155,28 @@ def runs_of_task(task_name, args, done, output):
         kernel, bias = keras.ops.convert_to_numpy(head.kernel), keras.ops.convert_to_numpy(head.bias)
         refit_kernel, refit_bias = softmax_regression(train_part, train_labels, num_classes)
         truth = labels[development]
-        return {
-            "trained": float(np.mean(np.argmax(rest @ kernel + bias, axis=1) == truth)),
-            "refit": float(np.mean(np.argmax(rest @ refit_kernel + refit_bias, axis=1) == truth)),
-            "centroid": float(np.mean(centroid == truth)),
+        predictions = {
+            "trained": np.argmax(rest @ kernel + bias, axis=1),
+            "refit": np.argmax(rest @ refit_kernel + refit_bias, axis=1),
+            "centroid": centroid,
         }
+        # Balanced accuracy (the mean recall of the classes) beside accuracy: the development sets are imbalanced
+        # (rating's is 65 % positive, 8 % neutral) and the subsamples balanced, so accuracy also rewards a head
+        # that predicts the rare classes seldom; the mean recall measures how well the classes are told apart.
+        return (
+            {head: float(np.mean(predicted == truth)) for head, predicted in predictions.items()},
+            {head: float(balanced_accuracy_score(truth, predicted)) for head, predicted in predictions.items()},
+        )
 
-    def scored_at_start(into, *arguments):
-        """A callback that puts `scores(*arguments)` into `into` as training begins: after the recipe's probe."""
-        return keras.callbacks.LambdaCallback(on_train_begin=lambda logs: into.update(scores(*arguments)))
+    def scored_at_start(into, balanced_into, *arguments):
+        """A callback that puts `scores(*arguments)` into the two dicts as training begins: after the recipe's probe."""
+
+        def score(logs):
+            accuracy, balanced = scores(*arguments)
+            into.update(accuracy)
+            balanced_into.update(balanced)
+
+        return keras.callbacks.LambdaCallback(on_train_begin=score)
 
     for subsample in range(args.subsamples):
         positions = splits.train[subsample]
@@ -182,8 +198,8 @@ def runs_of_task(task_name, args, done, output):
                                   memory_size=memory_size)
             model.compile(optimizer="adam", loss=SupervisedContrastiveLoss(temperature=variant.get("tau", 0.3)))
             start = time.perf_counter()
-            probe = {}
-            callbacks = [scored_at_start(probe, pooling, positions, train_labels, development)]
+            probe, probe_balanced = {}, {}
+            callbacks = [scored_at_start(probe, probe_balanced, pooling, positions, train_labels, development)]
             steps = variant.get("steps") or recipe_steps(len(positions))
             if "lambda_from" in variant:
                 ramp = PolynomialDecay(variant["lambda_from"], steps - 1, end_learning_rate=model.scl_weight, power=1.0)
@@ -200,10 +216,11 @@ def runs_of_task(task_name, args, done, output):
                 callbacks=callbacks,
             )
             seconds = time.perf_counter() - start
+            last, last_balanced = scores(pooling, positions, train_labels, development)
             record = {
                 "key": key, "task": task_name, "n": args.size, "label_noise": args.label_noise,
-                "subsample": subsample, "variant": text, "probe": probe,
-                "last": scores(pooling, positions, train_labels, development),
+                "subsample": subsample, "variant": text, "probe": probe, "last": last,
+                "probe_balanced": probe_balanced, "last_balanced": last_balanced,
                 "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
                 "seconds": round(seconds, 1), "development_size": len(development),
             }  # fmt: skip
@@ -213,14 +230,26 @@ def runs_of_task(task_name, args, done, output):
             give_back_memory()  # as the main job does after each run
 
 
-def accuracy(record):
-    """The development accuracy of a run's model: its last step, with the head its variant names."""
-    return record["last"][parse_variant(record["variant"]).get("head", "trained")]
+METRICS = {"accuracy": ("last", "probe"), "balanced": ("last_balanced", "probe_balanced")}
 
 
-def summary(records, baseline):
-    """Per (task, N, noise): each variant's development accuracy, and its paired Δ to `baseline` (and the probe)."""
-    lines = ["| task | N | noise | variant | runs | dev accuracy (%) | Δ vs baseline, 95 % CI, p | Δ vs probe | s |"]
+def accuracy(record, metric="accuracy"):
+    """The development `metric` of a run's model: its last step, with the head its variant names.
+
+    >>> accuracy({"variant": "lambda=0.9,head=refit", "last": {"trained": 0.5, "refit": 0.6}})
+    0.6
+    """
+    return record[METRICS[metric][0]][parse_variant(record["variant"]).get("head", "trained")]
+
+
+def summary(records, baseline, metric="accuracy"):
+    """Per (task, N, noise): each variant's development `metric`, and its paired Δ to `baseline` (and the probe).
+
+    Records written before balanced accuracy was recorded are left out of its summary.
+    """
+    last_key, probe_key = METRICS[metric]
+    records = [record for record in records if last_key in record]
+    lines = [f"| task | N | noise | variant | runs | dev {metric} (%) | Δ vs baseline, 95 % CI, p | Δ vs probe | s |"]
     lines.append("|---" * 9 + "|")
     groups = {}
     for record in records:
@@ -229,13 +258,13 @@ def summary(records, baseline):
         ] = record
     for (task, n, noise), variants in sorted(groups.items()):
         for name, runs in variants.items():
-            values = 100 * np.array([accuracy(run) for run in runs.values()])
-            probe = 100 * np.array([run["probe"]["trained"] for run in runs.values()])
+            values = 100 * np.array([accuracy(run, metric) for run in runs.values()])
+            probe = 100 * np.array([run[probe_key]["trained"] for run in runs.values()])
             versus = "–"
             if name != baseline and baseline in variants:
                 shared = sorted(set(runs) & set(variants[baseline]))
-                ours = {s: {"test_accuracy": accuracy(runs[s])} for s in shared}
-                theirs = {s: {"test_accuracy": accuracy(variants[baseline][s])} for s in shared}
+                ours = {s: {"test_accuracy": accuracy(runs[s], metric)} for s in shared}
+                theirs = {s: {"test_accuracy": accuracy(variants[baseline][s], metric)} for s in shared}
                 mean, (low, high), p, count = benchmark.paired(ours, theirs)
                 versus = f"{mean:+.1f} [{low:+.1f}, {high:+.1f}], p {p:.2g} ({count})"
             seconds = np.mean([run["seconds"] for run in runs.values()])
@@ -255,6 +284,7 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=["lambda=0", "lambda=0.9"])
     parser.add_argument("--baseline", help="the variant the others are paired with (default: the first)")
     parser.add_argument("--output", type=Path, default=Path("runs/few_shot_dev/records.jsonl"))
+    parser.add_argument("--metric", choices=sorted(METRICS), default="accuracy", help="what the summary compares")
     args = parser.parse_args(argv)
     for text in args.variants:
         parse_variant(text)
@@ -262,7 +292,7 @@ def main(argv=None):
     read = lambda: [json.loads(line) for line in args.output.read_text().splitlines()] if args.output.exists() else []  # noqa: E731
     for task_name in args.tasks:
         runs_of_task(task_name, args, {record["key"] for record in read()}, args.output)
-    print(summary(read(), args.baseline or args.variants[0]))
+    print(summary(read(), args.baseline or args.variants[0], args.metric))
 
 
 if __name__ == "__main__":
