@@ -31,8 +31,8 @@ step's, with each head, and their balanced accuracy (the mean recall of the
 classes: the development sets are imbalanced, the subsamples balanced); the
 summary prints per (task, N, noise) each variant's development accuracy (or,
 `--metric balanced`, balanced accuracy) and its paired difference to
-`--baseline` (mean, 95 % interval, paired t-test). Records go to `--output` (JSON lines,
-resumable).
+`--baseline` (mean, 95 % interval, paired t-test). Records go to `--output`
+(JSON lines, resumable).
 
 `pooling` picks what head and SCL read: `mean` (the default), the masked mean
 of the final hidden states, the sentence embedding MiniLM was trained to give;
@@ -168,15 +168,9 @@ def runs_of_task(task_name, args, done, output):
             {head: float(balanced_accuracy_score(truth, predicted)) for head, predicted in predictions.items()},
         )
 
-    def scored_at_start(into, balanced_into, *arguments):
-        """A callback that puts `scores(*arguments)` into the two dicts as training begins: after the recipe's probe."""
-
-        def score(logs):
-            accuracy, balanced = scores(*arguments)
-            into.update(accuracy)
-            balanced_into.update(balanced)
-
-        return keras.callbacks.LambdaCallback(on_train_begin=score)
+    def scored_at_start(into, *arguments):
+        """A callback that puts `scores(*arguments)` at `into["probe"]` as training begins: after the recipe's probe."""
+        return keras.callbacks.LambdaCallback(on_train_begin=lambda logs: into.update(probe=scores(*arguments)))
 
     for subsample in range(args.subsamples):
         positions = splits.train[subsample]
@@ -198,8 +192,8 @@ def runs_of_task(task_name, args, done, output):
                                   memory_size=memory_size)
             model.compile(optimizer="adam", loss=SupervisedContrastiveLoss(temperature=variant.get("tau", 0.3)))
             start = time.perf_counter()
-            probe, probe_balanced = {}, {}
-            callbacks = [scored_at_start(probe, probe_balanced, pooling, positions, train_labels, development)]
+            at_start = {}
+            callbacks = [scored_at_start(at_start, pooling, positions, train_labels, development)]
             steps = variant.get("steps") or recipe_steps(len(positions))
             if "lambda_from" in variant:
                 ramp = PolynomialDecay(variant["lambda_from"], steps - 1, end_learning_rate=model.scl_weight, power=1.0)
@@ -216,6 +210,7 @@ def runs_of_task(task_name, args, done, output):
                 callbacks=callbacks,
             )
             seconds = time.perf_counter() - start
+            probe, probe_balanced = at_start["probe"]
             last, last_balanced = scores(pooling, positions, train_labels, development)
             record = {
                 "key": key, "task": task_name, "n": args.size, "label_noise": args.label_noise,
